@@ -1,0 +1,154 @@
+"""One domain exception tree, mapped once to RFC 9457 problem details.
+
+Handlers raise these; `problem_handlers` turns them (and Litestar's own HTTP errors, and
+anything unexpected) into `application/problem+json` with no stack trace in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+log = logging.getLogger("merchant_code")
+
+PROBLEM_TYPE = "https://merchant-code.org/problems/"
+
+
+class DomainError(Exception):
+    """Base of every error the service means to tell a client about."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class InvalidInput(DomainError):
+    """A value a person sent is not acceptable; `field` names which one."""
+
+    status = 422
+    slug = "invalid-input"
+    title = "Invalid input"
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail, errors=[{"field": field, "message": detail}])
+        self.field = field
+
+
+class NotFound(DomainError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(DomainError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class Unauthorized(DomainError):
+    status = 401
+    slug = "unauthorized"
+    title = "Login required"
+
+
+class Forbidden(DomainError):
+    status = 403
+    slug = "forbidden"
+    title = "Not allowed"
+
+
+class Unavailable(DomainError):
+    status = 503
+    slug = "unavailable"
+    title = "Service unavailable"
+
+
+class StartupError(Exception):
+    """The service cannot start; the message is one line a person can act on."""
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_response(request: Request[Any, Any, Any], problem: Problem) -> Response[bytes]:
+    problem.instance = request.url.path
+    return Response(
+        content=msgspec.json.encode(problem),
+        status_code=problem.status,
+        media_type="application/problem+json",
+    )
+
+
+def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
+    problem = Problem(
+        type=PROBLEM_TYPE + exc.slug,
+        title=exc.title,
+        status=exc.status,
+        detail=exc.detail,
+        errors=exc.extra.get("errors"),
+    )
+    return problem_response(request, problem)
+
+
+def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            field = item.get("key") or item.get("source") or "body"
+            errors.append({"field": str(field), "message": str(item.get("message", ""))})
+    problem = Problem(
+        type=PROBLEM_TYPE + "invalid-input",
+        title="Invalid input",
+        status=400,
+        detail=str(exc.detail),
+        errors=errors or None,
+    )
+    return problem_response(request, problem)
+
+
+def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    problem = Problem(
+        type="about:blank",
+        title=exc.detail if exc.status_code < 500 else "Internal server error",
+        status=exc.status_code,
+    )
+    response = problem_response(request, problem)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    problem = Problem(
+        type="about:blank",
+        title="Internal server error",
+        status=HTTP_500_INTERNAL_SERVER_ERROR,
+        detail="Something went wrong on our side; it has been logged.",
+    )
+    return problem_response(request, problem)
+
+
+problem_handlers: dict[type[Exception], Any] = {
+    DomainError: _domain,
+    ValidationException: _validation,
+    HTTPException: _http,
+    Exception: _unexpected,
+}
