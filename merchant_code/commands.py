@@ -1,0 +1,115 @@
+"""What each CLI command does, once the database is there."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import errno
+import os
+import socket
+
+import msgspec
+
+from merchant_code import db, migrate, seed as seeding
+from merchant_code.errors import StartupError
+from merchant_code.settings import PREFIX, Settings
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(f"port {port} on {host} is in use: stop the other process or pass --port") from None
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+async def _migrate(url: str) -> list[str]:
+    conn = await db.connect(url)
+    try:
+        return await migrate.migrate(conn)
+    finally:
+        await conn.close()
+
+
+def migrate_only(settings: Settings, url: str) -> None:
+    names = asyncio.run(_migrate(url))
+    print(f"applied {len(names)} migration(s)" + (": " + ", ".join(names) if names else ""))
+
+
+async def seed(url: str, shops: int, seed: int) -> seeding.SeedSummary:
+    await _migrate(url)
+    conn = await db.connect(url)
+    try:
+        summary = await seeding.seed_district(
+            conn, shops=shops, seed=seed, today=datetime.date.today(), progress=print
+        )
+        size = await db.queries.get_database_size(conn)
+    finally:
+        await conn.close()
+    print(
+        f"seeded {summary.shops} shops, {summary.licences} licences, {summary.inspections} inspections,"
+        f" {summary.violations} violations, {summary.reviews} reviews, {summary.staff} staff"
+        f" in {summary.seconds:.1f} s; database size {size}"
+    )
+    _print_logins(seed)
+    return summary
+
+
+def serve(settings: Settings, url: str) -> None:
+    from granian import Granian  # imported here: migrate and seed need no HTTP server
+
+    _export(msgspec.structs.replace(settings, database_url=url))
+    Granian(
+        "merchant_code.asgi:app_from_env",
+        address=settings.host,
+        port=settings.port,
+        interface="asgi",
+        workers=settings.workers,
+        factory=True,
+        log_level=settings.log_level,
+    ).serve()
+
+
+def demo(settings: Settings, url: str) -> None:
+    asyncio.run(_prepare_demo(settings, url))
+    serve(settings, url)
+
+
+async def _prepare_demo(settings: Settings, url: str) -> None:
+    await _migrate(url)
+    conn = await db.connect(url)
+    try:
+        if await db.queries.count_districts(conn) == 0:
+            print(f"seeding a demo district of {settings.demo_shops} shops (once)...")
+            await seeding.seed_district(
+                conn, shops=settings.demo_shops, seed=settings.demo_seed, today=datetime.date.today()
+            )
+        shops = [dict(r) async for r in db.queries.list_demo_shops(conn)]
+    finally:
+        await conn.close()
+    base = settings.base_url
+    print(f"\nmerchant-code is starting at {base}  (Ctrl-C stops it and its database)")
+    print(f"  ready check:   {base}/readyz      API schema: {base}/schema")
+    print("  scan pages (as a citizen would open the sticker):")
+    for row in shops:
+        print(f"    {base}/s/{row['code']}   {row['name']} ({row['trade_name']})")
+    _print_logins(settings.demo_seed)
+
+
+def _print_logins(seed: int) -> None:
+    print("  demo logins:")
+    for login in seeding.demo_logins(seed):
+        print(f"    {login.role:<10} {login.login} / {login.password}   {login.detail}")
+
+
+def _export(settings: Settings) -> None:
+    """Worker processes build their settings from the environment: hand them ours."""
+    for name, value in msgspec.structs.asdict(settings).items():
+        key = PREFIX + name.upper()
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = str(value).lower() if isinstance(value, bool) else str(value)

@@ -1,0 +1,96 @@
+"""Connections: the pool, the one-transaction-per-request dependency, and named queries."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosql
+import asyncpg
+import msgspec
+from litestar.datastructures import State
+
+from merchant_code.errors import StartupError
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+# every named query of sql/queries/*.sql, as `queries.<name>(conn, ...)` (names are unique)
+queries: Any = aiosql.from_path(SQL_DIR / "queries", "asyncpg")
+
+T = TypeVar("T")
+
+
+async def fetch_all(rows: AsyncIterator[asyncpg.Record], into: type[T]) -> list[T]:
+    """A list query's rows as structs (aiosql yields asyncpg records one by one)."""
+    return msgspec.convert([dict(r) async for r in rows], list[into])  # type: ignore[valid-type]
+
+
+def one(row: asyncpg.Record | None, into: type[T]) -> T | None:
+    return None if row is None else msgspec.convert(dict(row), into)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(
+            kind, schema="pg_catalog", encoder=_encode_json, decoder=msgspec.json.decode
+        )
+
+
+def _encode_json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+async def connect(url: str, *, timeout: float = 10.0) -> asyncpg.Connection:
+    """One connection, with errors turned into one line a person can act on."""
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(url, timeout=timeout)
+    except Exception as exc:
+        raise StartupError(describe_connect_error(url, exc)) from None
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, init=_init_connection, timeout=10.0
+        )
+    except Exception as exc:
+        raise StartupError(describe_connect_error(url, exc)) from None
+    assert pool is not None
+    return pool
+
+
+def describe_connect_error(url: str, exc: BaseException) -> str:
+    where = redact(url)
+    if isinstance(exc, ConnectionRefusedError):
+        return f"cannot reach PostgreSQL at {where}: connection refused (is the server running?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot reach PostgreSQL at {where}: unknown host"
+    if isinstance(exc, TimeoutError):
+        return f"cannot reach PostgreSQL at {where}: no answer within the timeout"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return f"PostgreSQL at {where} has no such database (create it first)"
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError | asyncpg.InvalidPasswordError):
+        return f"PostgreSQL at {where} refused the login: {exc}"
+    if isinstance(exc, OSError):
+        return f"cannot reach PostgreSQL at {where}: {exc.strerror or exc}"
+    return f"cannot use PostgreSQL at {where}: {type(exc).__name__}: {exc}"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for a log line or an error message."""
+    head, sep, tail = url.partition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, userinfo = head.partition("//")
+    return f"{scheme}//{userinfo.split(':', 1)[0]}:***@{tail}"
+
+
+async def provide_db(state: State) -> AsyncIterator[asyncpg.Connection]:
+    """One connection and one transaction per request; an exception rolls it back."""
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn, conn.transaction():
+        yield conn

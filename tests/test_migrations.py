@@ -1,0 +1,100 @@
+"""Migrations build the whole schema on an empty database and refuse a history that changed."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from merchant_code import db, migrate
+from merchant_code.migrate import MigrationError
+
+DOMAIN_TABLES = {
+    "area", "trade", "shop", "shop_operator", "licence", "inspection", "violation", "review",
+    "sentiment_item", "honour", "staff", "shop_profile", "profile_dirty", "account",
+    "account_shop", "audit_event", "policy", "delivery", "case_file", "case_event",
+    "feed_source", "feed_run", "feed_reject", "qr_key", "qr_revocation",
+}
+
+
+@pytest.fixture
+def migrations_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS_DIR, target)
+    return target
+
+
+async def _tables(conn: asyncpg.Connection) -> set[str]:
+    rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    return {r["tablename"] for r in rows}
+
+
+async def test_migrations_apply_in_order_to_an_empty_database(empty_db_url: str) -> None:
+    conn = await db.connect(empty_db_url)
+    try:
+        names = await migrate.migrate(conn)
+        assert names == [m.name for m in migrate.load()]
+        assert DOMAIN_TABLES <= await _tables(conn)
+        recorded = await migrate.applied(conn)
+        assert [(r.name, r.checksum) for r in recorded] == [(m.name, m.checksum) for m in migrate.load()]
+        assert await migrate.migrate(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_an_applied_file_that_was_edited_is_refused(empty_db_url: str, migrations_copy: Path) -> None:
+    conn = await db.connect(empty_db_url)
+    try:
+        await migrate.migrate(conn, migrate.load(migrations_copy))
+        edited = migrations_copy / "0002_shop_records.sql"
+        edited.write_text(edited.read_text() + "\n-- a harmless-looking comment\n")
+        with pytest.raises(MigrationError, match="0002_shop_records.sql was edited"):
+            await migrate.migrate(conn, migrate.load(migrations_copy))
+    finally:
+        await conn.close()
+
+
+async def test_a_failing_migration_is_rolled_back_and_named(empty_db_url: str, migrations_copy: Path) -> None:
+    (migrations_copy / "0099_broken.sql").write_text(
+        "CREATE TABLE half_done (id int);\nALTER TABLE no_such_table ADD COLUMN x int;\n"
+    )
+    conn = await db.connect(empty_db_url)
+    try:
+        with pytest.raises(MigrationError, match="0099_broken.sql failed and was rolled back"):
+            await migrate.migrate(conn, migrate.load(migrations_copy))
+        assert "half_done" not in await _tables(conn)
+        assert "shop" in await _tables(conn)  # the good files before it stay applied
+        assert 99 not in {r.version for r in await migrate.applied(conn)}
+    finally:
+        await conn.close()
+
+
+def test_a_file_not_named_like_a_migration_is_refused(migrations_copy: Path) -> None:
+    (migrations_copy / "add_things.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="add_things.sql: migration files are named"):
+        migrate.load(migrations_copy)
+
+
+async def test_two_instances_migrating_at_once_apply_each_file_once(empty_db_url: str) -> None:
+    conns = [await db.connect(empty_db_url) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate.migrate(c) for c in conns))
+        applied_names = sorted(n for names in results for n in names)
+        assert applied_names == sorted(m.name for m in migrate.load())
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_the_schema_refuses_a_shop_code_that_is_not_crockford(conn: asyncpg.Connection) -> None:
+    area = await conn.fetchval(
+        "INSERT INTO area (level, code, path, name) VALUES ('district', '310199', '310199', '汇城区') RETURNING id"
+    )
+    with pytest.raises(asyncpg.CheckViolationError):
+        await conn.execute(
+            "INSERT INTO shop (code, uscc, name, trade, area_id, address) VALUES ($1, $2, 'x', 'retail', $3, 'y')",
+            "ILOU000000000", "91310000MA1FL4B24G", area,
+        )
