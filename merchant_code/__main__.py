@@ -1,0 +1,3 @@
+from merchant_code.cli import main
+
+main()
