@@ -37,7 +37,7 @@ def ensure_venv() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     say(f"installing merchant-code{extras} into .venv (first run takes a minute)")
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-    run(pip + ["install", "-e", f"{ROOT}{extras}"])
+    run([*pip, "install", "-e", f"{ROOT}{extras}"])
     STAMP.write_text(want)
 
 
@@ -64,7 +64,7 @@ def ensure_chromium() -> None:
 
 
 def main(argv: list[str]) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036  (this file may be run by an older python3)
         sys.exit("dev.py: merchant-code needs Python 3.11 or newer")
     if not argv or argv[0] not in {"demo", "test"}:
         sys.exit("usage: python3 dev.py demo [merchant-code demo options] | test [pytest options]")

@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
 from merchant_code import __version__, db, migrate
 from merchant_code.errors import StartupError, problem_handlers
-from merchant_code.routes import health
+from merchant_code.routes import health, scan
 from merchant_code.scheduler import registered_jobs, start_scheduler
 from merchant_code.settings import Settings
 
@@ -22,7 +25,10 @@ from merchant_code.settings import Settings
 ROUTES: list[ControllerRouterHandler] = [
     health.healthz,
     health.readyz,
+    scan.scan,
 ]
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -45,10 +51,11 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=ROUTES,
         lifespan=[lifespan],
-        dependencies={"db": Provide(db.provide_db)},
+        dependencies={"conn": Provide(db.provide_db)},
         exception_handlers=problem_handlers,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="merchant-code", version=__version__, path="/schema"),
         state=State({"settings": settings, "migrations": migrate.load()}),
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         debug=False,
     )

@@ -10,7 +10,8 @@ import socket
 
 import msgspec
 
-from merchant_code import db, migrate, seed as seeding
+from merchant_code import db, migrate
+from merchant_code import seed as seeding
 from merchant_code.errors import StartupError
 from merchant_code.settings import PREFIX, Settings
 
@@ -22,7 +23,9 @@ def ensure_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise StartupError(f"port {port} on {host} is in use: stop the other process or pass --port") from None
+                raise StartupError(
+                    f"port {port} on {host} is in use: stop the other process or pass --port"
+                ) from None
             raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
@@ -59,17 +62,20 @@ async def seed(url: str, shops: int, seed: int) -> seeding.SeedSummary:
 
 
 def serve(settings: Settings, url: str) -> None:
-    from granian import Granian  # imported here: migrate and seed need no HTTP server
+    # imported here: migrate and seed need no HTTP server
+    from granian import Granian
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
 
     _export(msgspec.structs.replace(settings, database_url=url))
     Granian(
         "merchant_code.asgi:app_from_env",
         address=settings.host,
         port=settings.port,
-        interface="asgi",
+        interface=Interfaces.ASGI,
         workers=settings.workers,
         factory=True,
-        log_level=settings.log_level,
+        log_level=LogLevels(settings.log_level),
     ).serve()
 
 

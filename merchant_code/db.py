@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosql
 import asyncpg
@@ -93,4 +93,5 @@ async def provide_db(state: State) -> AsyncIterator[asyncpg.Connection]:
     """One connection and one transaction per request; an exception rolls it back."""
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn, conn.transaction():
-        yield conn
+        # the pool hands out a proxy with every Connection method; handlers type it as one
+        yield cast(asyncpg.Connection, conn)

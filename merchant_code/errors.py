@@ -13,6 +13,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
 
 log = logging.getLogger("merchant_code")
 
@@ -146,7 +147,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
     return problem_response(request, problem)
 
 
-problem_handlers: dict[type[Exception], Any] = {
+problem_handlers: ExceptionHandlersMap = {
     DomainError: _domain,
     ValidationException: _validation,
     HTTPException: _http,

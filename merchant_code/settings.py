@@ -65,9 +65,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         raw: dict[str, Any] = {}
         known = set(cls.__struct_fields__)
         for key, value in env.items():
-            if not key.startswith(PREFIX) or key[len(PREFIX):] in NOT_SETTINGS:
+            if not key.startswith(PREFIX) or key[len(PREFIX) :] in NOT_SETTINGS:
                 continue
-            name = key[len(PREFIX):].lower()
+            name = key[len(PREFIX) :].lower()
             if name not in known:
                 raise SettingsError(f"{key} is not a setting (known: {_names(known)})")
             raw[name] = value
@@ -105,6 +105,8 @@ def _explain(message: str, raw: Mapping[str, Any]) -> str:
         return message
     name = match.group(1)
     text = re.sub(r"\s*-\s*at `\$\.\w+`", "", message).replace("`", "")
-    text = text.replace("Expected int", "expected a whole number").replace("Expected bool", "expected true or false")
+    text = text.replace("Expected int", "expected a whole number").replace(
+        "Expected bool", "expected true or false"
+    )
     text = re.sub(r", got str$", "", text)
     return f"{PREFIX}{name.upper()}={raw.get(name)!r}: {text[:1].lower()}{text[1:]}"

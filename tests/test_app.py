@@ -27,7 +27,9 @@ async def test_readyz_is_ready_when_every_migration_is_applied(client: AsyncTest
 async def test_readyz_is_unavailable_while_a_migration_is_missing(
     client: AsyncTestClient[Any], conn: asyncpg.Connection
 ) -> None:
-    await conn.execute("DELETE FROM schema_migration WHERE version = (SELECT max(version) FROM schema_migration)")
+    await conn.execute(
+        "DELETE FROM schema_migration WHERE version = (SELECT max(version) FROM schema_migration)"
+    )
     response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("application/problem+json")

@@ -26,7 +26,11 @@ def _env(**values: str) -> dict[str, str]:
 def _cli(*args: str, timeout: float = 60, **values: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "merchant_code", *args],
-        env=_env(**values), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env=_env(**values),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
     )
 
 
@@ -98,7 +102,10 @@ def _start_demo(pg: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "merchant_code", "demo", "--port", str(port)],
         env=_env(pg_data=str(pg), demo_shops="300", log_level="warning"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
     )
     assert proc.stdout is not None
     lines: list[str] = []

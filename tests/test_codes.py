@@ -77,7 +77,12 @@ def test_full_width_characters_from_a_chinese_keyboard_are_accepted() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "message"),
-    [("ABC", "13 characters, this has 3"), ("0123456789ABCDE", "this has 15"), ("0123456789AB!", "cannot contain '!'"), ("0123456789ABU", "cannot contain 'U'")],
+    [
+        ("ABC", "13 characters, this has 3"),
+        ("0123456789ABCDE", "this has 15"),
+        ("0123456789AB!", "cannot contain '!'"),
+        ("0123456789ABU", "cannot contain 'U'"),
+    ],
 )
 def test_a_malformed_code_says_what_is_wrong(raw: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message) as caught:
@@ -97,7 +102,9 @@ def test_a_wrong_uscc_check_character_is_refused_with_the_standard_named() -> No
         parse_uscc(wrong)
 
 
-@pytest.mark.parametrize(("raw", "message"), [("91310000MA1FL4B24", "this has 17"), ("91310000MA1FL4B24GX", "this has 19")])
+@pytest.mark.parametrize(
+    ("raw", "message"), [("91310000MA1FL4B24", "this has 17"), ("91310000MA1FL4B24GX", "this has 19")]
+)
 def test_a_uscc_of_the_wrong_length_is_refused(raw: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         parse_uscc(raw)

@@ -33,7 +33,10 @@ def test_settings_are_frozen() -> None:
         ({"MERCHANT_CODE_PORT": "70000"}, "MERCHANT_CODE_PORT='70000': expected a whole number <= 65535"),
         ({"MERCHANT_CODE_WORKERS": "0"}, "MERCHANT_CODE_WORKERS='0'"),
         ({"MERCHANT_CODE_SCHEDULER": "maybe"}, "expected true or false"),
-        ({"MERCHANT_CODE_DATABASE_URL": "mysql://h/db"}, "MERCHANT_CODE_DATABASE_URL must start with postgresql://"),
+        (
+            {"MERCHANT_CODE_DATABASE_URL": "mysql://h/db"},
+            "MERCHANT_CODE_DATABASE_URL must start with postgresql://",
+        ),
         ({"MERCHANT_CODE_DATABASE_URL": "postgresql://h:port/db"}, "port that is not a number"),
         ({"MERCHANT_CODE_DATABASE_URL": "postgresql://h:5432"}, "names no database"),
         ({"MERCHANT_CODE_PUBLIC_URL": "qr.example.org"}, "MERCHANT_CODE_PUBLIC_URL must look like"),
