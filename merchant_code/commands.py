@@ -76,6 +76,9 @@ def serve(settings: Settings, url: str) -> None:
         workers=settings.workers,
         factory=True,
         log_level=LogLevels(settings.log_level),
+        # a worker that got Ctrl-C from the terminal and then the server's stop can hang in
+        # granian's signal handler; stop waiting for it after a while
+        workers_kill_timeout=10,
     ).serve()
 
 

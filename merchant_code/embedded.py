@@ -6,7 +6,9 @@ Started when no database URL is configured, stopped cleanly on exit, reused on t
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -52,6 +54,7 @@ def embedded_postgres(pgdata: Path) -> Iterator[str]:
     """Yield the URL of the application database on a running embedded server; stop it after."""
     pgdata = _prepare(pgdata)
     module = _server_module()
+    _forget_dead_handles(pgdata)
     try:
         server = module.get_server(pgdata, cleanup_mode="stop")
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
@@ -65,6 +68,33 @@ def embedded_postgres(pgdata: Path) -> Iterator[str]:
     finally:
         log.info("stopping embedded PostgreSQL in %s", pgdata)
         server.cleanup()
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop processes that died without stopping the server from the wheel's handle list.
+
+    The wheel counts the processes using a data folder and stops the server when the last one
+    exits; a process killed with SIGKILL never removes itself, and the server would then never be
+    stopped again by anyone.
+    """
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _ensure_database(server: Any) -> None:

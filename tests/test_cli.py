@@ -106,6 +106,7 @@ def _start_demo(pg: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
         stderr=subprocess.STDOUT,
         text=True,
         cwd=ROOT,
+        start_new_session=True,  # its own process group, as a terminal would have
     )
     assert proc.stdout is not None
     lines: list[str] = []
@@ -131,7 +132,8 @@ def _start_demo(pg: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGINT)
+    # Ctrl-C in a terminal signals the whole foreground process group
+    os.killpg(proc.pid, signal.SIGINT)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
