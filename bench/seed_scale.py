@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import asyncpg
-from merchant_code.seed import seed_district
 
 from merchant_code import db, migrate
+from merchant_code.district import seed_district
 from merchant_code.embedded import embedded_postgres
 
 RESULTS = Path(__file__).resolve().parent / "results" / "seed_scale.jsonl"

@@ -7,7 +7,6 @@ data folder that cannot be used, an edited migration) ends in one line and a non
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -60,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "serve": commands.serve,
             "demo": commands.demo,
             "migrate": commands.migrate_only,
-            "seed": lambda s, url: asyncio.run(commands.seed(url, args.shops, args.seed)),
+            "seed": lambda _, url: commands.seed(url, args.shops, args.seed),
         }[args.command]
         if args.command in {"serve", "demo"}:
             commands.ensure_port_free(settings.host, settings.port)

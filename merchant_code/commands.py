@@ -11,7 +11,7 @@ import socket
 import msgspec
 
 from merchant_code import db, migrate
-from merchant_code import seed as seeding
+from merchant_code import district as seeding
 from merchant_code.errors import StartupError
 from merchant_code.settings import PREFIX, Settings
 
@@ -42,7 +42,12 @@ def migrate_only(settings: Settings, url: str) -> None:
     print(f"applied {len(names)} migration(s)" + (": " + ", ".join(names) if names else ""))
 
 
-async def seed(url: str, shops: int, seed: int) -> seeding.SeedSummary:
+def seed(url: str, shops: int, seed: int) -> None:
+    asyncio.run(_seed(url, shops, seed))
+    _print_logins(seed)
+
+
+async def _seed(url: str, shops: int, seed: int) -> None:
     await _migrate(url)
     conn = await db.connect(url)
     try:
@@ -57,8 +62,6 @@ async def seed(url: str, shops: int, seed: int) -> seeding.SeedSummary:
         f" {summary.violations} violations, {summary.reviews} reviews, {summary.staff} staff"
         f" in {summary.seconds:.1f} s; database size {size}"
     )
-    _print_logins(seed)
-    return summary
 
 
 def serve(settings: Settings, url: str) -> None:

@@ -128,6 +128,7 @@ def _start_demo(pg: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
             pass
         time.sleep(0.3)
     proc.kill()
+    proc.communicate()
     pytest.fail("demo never became ready:\n" + "".join(lines))
 
 
@@ -139,6 +140,9 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("demo did not stop on Ctrl-C")
+    finally:
+        if proc.stdout:
+            proc.stdout.close()
 
 
 @pytest.mark.slow
