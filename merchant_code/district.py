@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import argon2
@@ -74,26 +76,29 @@ async def seed_district(
     started = time.perf_counter()
     if await conn.fetchval("SELECT 1 FROM area WHERE code = $1", DISTRICT_CODE):
         raise Conflict(f"district {DISTRICT_CODE} is already seeded in this database")
-    counts: dict[str, int] = dict.fromkeys(
-        ("licences", "inspections", "violations", "reviews", "honours", "staff"), 0
-    )
-    g = rows.Gen(seed, today)
+    counts = dict.fromkeys(("shop", "licence", "inspection", "violation", "review", "staff", "honour"), 0)
     async with conn.transaction():
         await conn.execute("SET LOCAL synchronous_commit = off")
         district_id, grids = await _areas(conn, shops)
-        for start in range(0, shops, CHUNK):
-            size = min(CHUNK, shops - start)
-            await _chunk(conn, g, grids, size, counts)
+        for chunk in _chunks(seed, today, shops, grids):
+            await _copy_chunk(conn, chunk, counts)
             if progress:
-                progress(f"{start + size:>9,} / {shops:,} shops")
-        counts["sentiment_items"] = await _sentiment(conn, g, shops)
-        counts["accounts"] = await _accounts(conn, seed, district_id)
+                progress(f"{counts['shop']:>9,} / {shops:,} shops")
+        sentiment = await _sentiment(conn, rows.Gen(seed, today, chunk=-1), shops)
+        accounts = await _accounts(conn, seed, district_id)
     return SeedSummary(
         district_code=DISTRICT_CODE,
-        areas=len(grids) + 1 + min(len(SUBDISTRICTS), len(grids)),
-        shops=shops,
+        areas=len(grids) + 1 + len(SUBDISTRICTS),
+        shops=counts["shop"],
+        licences=counts["licence"],
+        inspections=counts["inspection"],
+        violations=counts["violation"],
+        reviews=counts["review"],
+        sentiment_items=sentiment,
+        honours=counts["honour"],
+        staff=counts["staff"],
+        accounts=accounts,
         seconds=time.perf_counter() - started,
-        **counts,
     )
 
 
@@ -131,52 +136,62 @@ async def _areas(conn: asyncpg.Connection, shops: int) -> tuple[int, list[int]]:
     return district_id, grids
 
 
-async def _chunk(
-    conn: asyncpg.Connection, g: rows.Gen, grids: list[int], size: int, counts: dict[str, int]
+def _chunks(
+    seed: int, today: datetime.date, shops: int, grids: list[int]
+) -> Iterator[dict[str, list[rows.Row]]]:
+    """Chunks in order; past a few chunks they are made in a second process while this one
+    copies, so the generator and PostgreSQL each keep a core busy."""
+    jobs = [
+        (seed, today, n, start, min(CHUNK, shops - start), grids, DISTRICT_CODE)
+        for n, start in enumerate(range(0, shops, CHUNK))
+    ]
+    if len(jobs) <= 2:
+        yield from (rows.make_chunk(*job) for job in jobs)
+        return
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        ahead = [pool.submit(rows.make_chunk, *job) for job in jobs[:2]]
+        for job in jobs[2:]:
+            done = ahead.pop(0).result()
+            ahead.append(pool.submit(rows.make_chunk, *job))
+            yield done
+        for future in ahead:
+            yield future.result()
+
+
+async def _copy_chunk(
+    conn: asyncpg.Connection, chunk: dict[str, list[rows.Row]], counts: dict[str, int]
 ) -> None:
-    shop_rows = [rows.shop_row(g, rows.pick(g.rng, grids), DISTRICT_CODE) for _ in range(size)]
-    await conn.copy_records_to_table("shop", records=shop_rows, columns=rows.SHOP_COLUMNS)
-    ids = await _ids(conn, "shop", "code", [r[0] for r in shop_rows])
-    licences: list[rows.Row] = []
-    inspections: list[tuple[rows.Row, list[tuple[str, str, bool, bool]]]] = []
-    reviews: list[rows.Row] = []
-    staff: list[rows.Row] = []
-    honours: list[rows.Row] = []
-    for shop in shop_rows:
-        shop_id, trade = ids[shop[0]], shop[4]
-        licences += rows.licence_rows(g, shop_id, trade, shop[1])
-        inspections += rows.inspection_rows(g, shop_id, trade)
-        reviews += rows.review_rows(g, shop_id, trade)
-        staff += rows.staff_rows(g, shop_id, trade)
-        honours += rows.honour_rows(g, shop_id)
-    await _copy(conn, "licence", licences, rows.LICENCE_COLUMNS, counts, "licences")
-    await _copy(
-        conn, "inspection", [i[0] for i in inspections], rows.INSPECTION_COLUMNS, counts, "inspections"
-    )
-    inspection_ids = await _ids(conn, "inspection", "external_id", [i[0][2] for i in inspections])
-    violations = [(inspection_ids[row[2]], *v) for row, found in inspections for v in found]
-    await _copy(conn, "violation", violations, rows.VIOLATION_COLUMNS, counts, "violations")
-    await _copy(conn, "review", reviews, rows.REVIEW_COLUMNS, counts, "reviews")
-    await _copy(conn, "staff", staff, rows.STAFF_COLUMNS, counts, "staff")
-    await _copy(conn, "honour", honours, rows.HONOUR_COLUMNS, counts, "honours")
+    shops = chunk["shop"]
+    before = await conn.fetchval("SELECT coalesce(max(id), 0) FROM shop")
+    await _copy(conn, "shop", shops, rows.SHOP_COLUMNS, counts)
+    by_code = await _ids(conn, "shop", "code", before)
+    shop_ids = [by_code[s[0]] for s in shops]
+    before = await conn.fetchval("SELECT coalesce(max(id), 0) FROM inspection")
+    for table, columns in (
+        ("licence", rows.LICENCE_COLUMNS),
+        ("review", rows.REVIEW_COLUMNS),
+        ("staff", rows.STAFF_COLUMNS),
+        ("honour", rows.HONOUR_COLUMNS),
+        ("inspection", rows.INSPECTION_COLUMNS),
+    ):
+        await _copy(conn, table, [(shop_ids[r[0]], *r[1:]) for r in chunk[table]], columns, counts)
+    by_external = await _ids(conn, "inspection", "external_id", before)
+    inspection_ids = [by_external[r[2]] for r in chunk["inspection"]]
+    violations = [(inspection_ids[v[0]], *v[1:]) for v in chunk["violation"]]
+    await _copy(conn, "violation", violations, rows.VIOLATION_COLUMNS, counts)
 
 
 async def _copy(
-    conn: asyncpg.Connection,
-    table: str,
-    records: list[Any],
-    columns: list[str],
-    counts: dict[str, int],
-    key: str,
+    conn: asyncpg.Connection, table: str, records: list[Any], columns: list[str], counts: dict[str, int]
 ) -> None:
     if records:
         await conn.copy_records_to_table(table, records=records, columns=columns)
-    counts[key] += len(records)
+    counts[table] += len(records)
 
 
-async def _ids(conn: asyncpg.Connection, table: str, key: str, values: list[str]) -> dict[str, int]:
-    """The ids just assigned to the copied rows, by their natural key."""
-    found = await conn.fetch(f"SELECT {key}, id FROM {table} WHERE {key} = ANY($1::text[])", values)
+async def _ids(conn: asyncpg.Connection, table: str, key: str, after: int) -> dict[str, int]:
+    """The ids just assigned to the copied rows, by their natural key (a primary-key range scan)."""
+    found = await conn.fetch(f"SELECT {key}, id FROM {table} WHERE id > $1", after)
     return {r[key]: r["id"] for r in found}
 
 

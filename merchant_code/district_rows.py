@@ -1,12 +1,15 @@
 """Row generators for the synthetic district: plain tuples in COPY column order.
 
-One `random.Random(seed)` drives everything and the calls happen in a fixed order, so the same
-seed gives the same rows. Dates come from `today`, never from the clock.
+Each chunk of shops has its own `random.Random` seeded from (seed, chunk number), so chunks can
+be generated in parallel processes and still come out the same for the same seed. Shop codes
+and USCCs are a keyed permutation of the shop's number, so they are unique without a lookup
+across chunks and unguessable without the seed. Dates come from `today`, never from the clock.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -117,17 +120,28 @@ _REVIEWED = {"catering", "food_retail", "hair_beauty", "hotel", "entertainment"}
 _ID_WEIGHTS = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
 
 
-class Gen:
-    """The generator's state: one random stream, the day, and the codes already handed out."""
+def permute(value: int, bits: int, key: bytes) -> int:
+    """A 4-round Feistel network: a bijection on `bits`-bit numbers, keyed."""
+    half = bits // 2
+    mask = (1 << half) - 1
+    left, right = value >> half, value & mask
+    for round_no in range(4):
+        digest = hashlib.blake2b(right.to_bytes(8, "big"), digest_size=8, key=key + bytes([round_no]))
+        left, right = right, left ^ (int.from_bytes(digest.digest(), "big") & mask)
+    return (left << half) | right
 
-    def __init__(self, seed: int, today: datetime.date) -> None:
-        self.rng = random.Random(seed)
+
+class Gen:
+    """The generator's state for one chunk: its random stream, the day, a counter for ids."""
+
+    def __init__(self, seed: int, today: datetime.date, chunk: int = 0) -> None:
+        self.rng = random.Random(f"merchant-code/{seed}/{chunk}")
         self.seed = seed
+        self.chunk = chunk
+        self.key = hashlib.sha256(f"merchant-code/{seed}".encode()).digest()[:16]
         self.today = today
         self.now = datetime.datetime.combine(today, datetime.time(8), datetime.UTC)
         self._ordinal = today.toordinal()
-        self.codes: set[str] = set()
-        self.usccs: set[str] = set()
         self.counter = 0
 
     def day(self, offset: int) -> datetime.date:
@@ -135,7 +149,7 @@ class Gen:
 
     def next_id(self, prefix: str) -> str:
         self.counter += 1
-        return f"{prefix}{self.seed}-{self.counter}"
+        return f"{prefix}{self.seed}-{self.chunk}-{self.counter}"
 
     def person(self) -> str:
         given = "".join(self.rng.choices(GIVEN_CHARS, k=self.rng.choice((1, 2))))
@@ -152,22 +166,21 @@ class Gen:
         check = "10X98765432"[sum(int(c) * w for c, w in zip(body, _ID_WEIGHTS, strict=True)) % 11]
         return body + check
 
-    def shop_code(self) -> str:
-        while (code := new_shop_code(self.rng.getrandbits(60))) in self.codes:
-            pass
-        self.codes.add(code)
-        return code
+    def shop_code(self, number: int) -> str:
+        return new_shop_code(permute(number, 60, self.key))
 
-    def uscc(self, district: str) -> str:
-        while True:
-            body = self.rng.choice(("92", "91")) + district + "".join(self.rng.choices(USCC_ALPHABET, k=9))
-            code = body + uscc_check_char(body)
-            if code not in self.usccs:
-                self.usccs.add(code)
-                return code
+    def uscc(self, number: int, district: str) -> str:
+        # 44 bits fit in 9 base-31 symbols (31**9 > 2**44): unique per shop number
+        value = permute(number, 44, self.key + b"uscc")
+        symbols = []
+        for _ in range(9):
+            value, digit = divmod(value, 31)
+            symbols.append(USCC_ALPHABET[digit])
+        body = self.rng.choice(("92", "91")) + district + "".join(symbols)
+        return body + uscc_check_char(body)
 
 
-def shop_row(g: Gen, area_id: int, district: str) -> Row:
+def shop_row(g: Gen, number: int, area_id: int, district: str) -> Row:
     rng = g.rng
     trade = rng.choices(_TRADE_NAMES, _TRADE_WEIGHTS)[0]
     prefix, prefix_en = rng.choice(SHOP_PREFIXES)
@@ -176,8 +189,8 @@ def shop_row(g: Gen, area_id: int, district: str) -> Row:
     status = "active" if roll < 0.95 else ("suspended" if roll < 0.97 else "closed")
     address = f"{rng.choice(ROADS)}{rng.randrange(1, 1500)}号"
     return (
-        g.shop_code(),
-        g.uscc(district),
+        g.shop_code(number),
+        g.uscc(number, district),
         prefix + suffix,
         f"{prefix_en} {noun}",
         trade,
@@ -341,3 +354,26 @@ def honour_rows(g: Gen, shop_id: int) -> list[Row]:
 
 def pick(rng: random.Random, items: Sequence[Any]) -> Any:
     return items[rng.randrange(len(items))]
+
+
+def make_chunk(
+    seed: int, today: datetime.date, chunk: int, start: int, size: int, grids: list[int], district: str
+) -> dict[str, list[Row]]:
+    """Every row of one chunk of shops. Children name their parent by its index in this chunk
+    (shop_id, inspection_id), to be swapped for the real id once the parent rows are copied."""
+    g = Gen(seed, today, chunk)
+    out: dict[str, list[Row]] = {
+        k: [] for k in ("shop", "licence", "inspection", "violation", "review", "staff", "honour")
+    }
+    for k in range(size):
+        shop = shop_row(g, start + k, pick(g.rng, grids), district)
+        out["shop"].append(shop)
+        trade = shop[4]
+        out["licence"] += licence_rows(g, k, trade, shop[1])
+        for row, found in inspection_rows(g, k, trade):
+            out["violation"] += [(len(out["inspection"]), *v) for v in found]
+            out["inspection"].append(row)
+        out["review"] += review_rows(g, k, trade)
+        out["staff"] += staff_rows(g, k, trade)
+        out["honour"] += honour_rows(g, k)
+    return out
