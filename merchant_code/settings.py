@@ -44,6 +44,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     demo_shops: Annotated[int, msgspec.Meta(ge=1, le=5_000_000)] = 2000
     demo_seed: int = 2026
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+    # signs session tokens; unset: generated once into DATA_DIR/secret_key and kept there
+    secret_key: str | None = None
+    token_minutes: Annotated[int, msgspec.Meta(ge=1, le=43_200)] = 720
+    # failed logins or claims allowed per account and per address in `throttle_minutes`
+    throttle_failures: Annotated[int, msgspec.Meta(ge=1)] = 5
+    throttle_minutes: Annotated[int, msgspec.Meta(ge=1)] = 15
 
     def __post_init__(self) -> None:
         for name in ("database_url", "replica_url"):
@@ -52,6 +58,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 check_database_url(value, PREFIX + name.upper())
         if self.public_url is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", self.public_url):
             raise ValueError(f"{PREFIX}PUBLIC_URL must look like https://host[/path]")
+        if self.secret_key is not None and len(self.secret_key) < 32:
+            raise ValueError(f"{PREFIX}SECRET_KEY must be at least 32 characters")
         if self.pool_min > self.pool_max:
             raise ValueError(f"{PREFIX}POOL_MIN cannot be larger than {PREFIX}POOL_MAX")
 

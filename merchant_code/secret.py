@@ -1,0 +1,30 @@
+"""The key that signs session tokens: from settings, or made once and kept in the data folder."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from merchant_code.errors import StartupError
+from merchant_code.settings import Settings
+
+
+def signing_key(settings: Settings) -> bytes:
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path = Path(settings.data_dir) / "secret_key"
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(48))
+        key = path.read_text().strip()
+    except FileExistsError:  # another worker wrote it first
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise StartupError(f"cannot keep the signing key in {path}: {exc.strerror or exc}") from None
+    if len(key) < 32:
+        raise StartupError(f"{path} holds a key shorter than 32 characters; delete it to make a new one")
+    return key.encode()
