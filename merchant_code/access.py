@@ -7,15 +7,21 @@ the handlers through `require_shop`, once they know which object is meant.
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Any
+from urllib.parse import quote, urlsplit
 
+from litestar import Litestar, Request, Response
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.response import Redirect
+from litestar.routes import HTTPRoute
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from merchant_code import auth
-from merchant_code.errors import Forbidden, NotFound, Unauthorized
+from merchant_code.errors import Forbidden, NotFound, StartupError, Unauthorized, domain_problem
 
 COOKIE = "mc_session"
 # rule -> roles that pass it (public passes everyone, anonymous included)
@@ -29,17 +35,46 @@ RULES: dict[str, frozenset[str]] = {
 }
 
 
-def token_of(scope: Scope) -> str | None:
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
     for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else None
+        if name == wanted:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def token_of(scope: Scope) -> tuple[str | None, bool]:
+    """(token, whether it came from the session cookie). A bearer header wins over a cookie."""
+    authorization = _header(scope, b"authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        return (token.strip() or None if scheme.lower() == "bearer" else None), False
+    for name, value in scope.get("headers", []):
         if name == b"cookie":
-            for part in value.decode("latin-1").split(";"):
+            for part in bytes(value).decode("latin-1").split(";"):
                 key, _, val = part.strip().partition("=")
                 if key == COOKIE and val:
-                    return val
-    return None
+                    return val, True
+    return None, False
+
+
+def cross_site(scope: Scope) -> bool:
+    """A state-changing request whose Origin is another site: a cookie must not authorise it."""
+    if scope.get("method", "GET") in SAFE_METHODS:
+        return False
+    origin = _header(scope, b"origin")
+    if origin is None or origin == "null":
+        return origin == "null"
+    host = _header(scope, b"host") or ""
+    return urlsplit(origin).netloc != host
+
+
+def client_address(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 class IdentityMiddleware(ASGIMiddleware):
@@ -52,17 +87,30 @@ class IdentityMiddleware(ASGIMiddleware):
     scopes = ("http",)  # type: ignore[assignment]
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[typeddict-item]
+        state: dict[str, Any] = scope.setdefault("state", {})
         state["principal"] = None
-        token = token_of(scope)
-        if token:
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        state["request_id"] = request_id
+        token, from_cookie = token_of(scope)
+        if token and from_cookie and cross_site(scope):
+            state["auth_error"] = "a request from another site cannot use your session"
+        elif token:
             app_state = scope["litestar_app"].state
             try:
                 async with app_state.pool.acquire() as conn:
                     state["principal"] = await auth.principal_for(conn, app_state.signing_key, token)
             except Unauthorized as exc:
                 state["auth_error"] = exc.detail
-        await next_app(scope, receive, send)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await next_app(scope, receive, send_with_id)
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal | None:
@@ -72,6 +120,8 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Princip
 
 def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     rule = handler.opt.get("access")
+    if rule is None and connection.scope.get("method") == "OPTIONS":
+        return  # Litestar's automatic OPTIONS answer says only which methods exist
     if rule not in RULES:
         raise Forbidden("this route declares no access rule")
     if rule == "public":
@@ -92,5 +142,33 @@ def require_shop(principal: auth.Principal | None, shop_id: int, area_path: str)
     raise NotFound("no such shop")
 
 
-def provide_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal | None:
-    return principal_of(connection)
+def provide_principal(request: Request[Any, Any, Any]) -> auth.Principal | None:
+    return principal_of(request)
+
+
+def request_id_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    value: str | None = connection.scope.get("state", {}).get("request_id")
+    return value
+
+
+def check_routes(app: Litestar) -> None:
+    """Refuse to start with a route that declares no rule (or one that does not exist)."""
+    missing = [
+        f"{method} {route.path}"
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+        for method, handler in route.route_handler_map.items()
+        if method != "OPTIONS" and handler[0].opt.get("access") not in RULES
+    ]
+    if missing:
+        raise StartupError("routes without an access rule: " + ", ".join(sorted(missing)))
+
+
+def login_redirect(request: Request[Any, Any, Any], exc: Unauthorized) -> Response[Any]:
+    """A person on a page without a session is sent to log in and brought back; an API client
+    (or anyone asking for JSON) gets the 401 problem."""
+    wants_json = "json" in request.headers.get("accept", "")
+    if request.url.path.startswith("/api/") or wants_json:
+        return domain_problem(request, exc)
+    back = request.url.path if request.method == "GET" else "/me"
+    return Redirect(path=f"/login?next={quote(back, safe='/')}", status_code=303)

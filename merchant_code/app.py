@@ -7,18 +7,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
-from merchant_code import __version__, db, migrate
-from merchant_code.errors import StartupError, problem_handlers
-from merchant_code.routes import health, scan
+from merchant_code import __version__, access, db, migrate
+from merchant_code.errors import StartupError, Unauthorized, problem_handlers
+from merchant_code.routes import admin, auth, claim, health, scan, shops
 from merchant_code.scheduler import registered_jobs, start_scheduler
+from merchant_code.secret import signing_key
 from merchant_code.settings import Settings
 
 # The explicit route list: nothing else imports merchant_code.routes.
@@ -26,6 +28,25 @@ ROUTES: list[ControllerRouterHandler] = [
     health.healthz,
     health.readyz,
     scan.scan,
+    auth.api_login,
+    auth.api_logout,
+    auth.api_password,
+    auth.api_me,
+    auth.login_page,
+    auth.login_submit,
+    auth.logout_submit,
+    auth.me_page,
+    auth.password_submit,
+    claim.api_claim,
+    claim.claim_page,
+    claim.claim_submit,
+    shops.my_shops,
+    shops.my_shop,
+    shops.update_my_shop,
+    shops.shops_in_area,
+    shops.inspect_shop,
+    admin.list_accounts,
+    admin.list_audit,
 ]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -38,7 +59,10 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.pool = await db.create_pool(url, min_size=settings.pool_min, max_size=settings.pool_max)
+        role = await db.app_role(url)
+        app.state.pool = await db.create_pool(
+            url, min_size=settings.pool_min, max_size=settings.pool_max, role=role
+        )
         scheduler = start_scheduler(app.state, registered_jobs()) if settings.scheduler else None
         try:
             yield
@@ -48,14 +72,32 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.pool.close()
 
     logging.getLogger("merchant_code").setLevel(settings.log_level.upper())
-    return Litestar(
+    app = Litestar(
         route_handlers=ROUTES,
         lifespan=[lifespan],
-        dependencies={"conn": Provide(db.provide_db)},
-        exception_handlers=problem_handlers,
+        middleware=[access.IdentityMiddleware()],
+        guards=[access.access_guard],
+        dependencies={
+            "conn": Provide(db.provide_db),
+            "principal": Provide(access.provide_principal, sync_to_thread=False),
+        },
+        exception_handlers={**problem_handlers, Unauthorized: access.login_redirect},
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="merchant-code", version=__version__, path="/schema"),
-        state=State({"settings": settings, "migrations": migrate.load()}),
+        openapi_config=OpenAPIConfig(
+            title="merchant-code",
+            version=__version__,
+            path="/schema",
+            # the API description is public, like the API's public routes
+            openapi_router=Router(path="/schema", route_handlers=[], opt={"access": "public"}),
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
+            ),
+        ),
+        state=State(
+            {"settings": settings, "migrations": migrate.load(), "signing_key": signing_key(settings)}
+        ),
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         debug=False,
     )
+    access.check_routes(app)
+    return app

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import secrets
+import unicodedata
 from typing import Literal
 
 import argon2
@@ -16,8 +18,10 @@ import asyncpg
 import jwt
 import msgspec
 
-from merchant_code import db
-from merchant_code.errors import DomainError, Unauthorized
+from merchant_code import audit, db
+from merchant_code.codes import CROCKFORD
+from merchant_code.errors import DomainError, InvalidInput, Unauthorized
+from merchant_code.settings import Settings
 
 Role = Literal["merchant", "inspector", "manager", "admin"]
 ISSUER = "merchant-code"
@@ -68,8 +72,6 @@ def verify_password(stored: str | None, password: str) -> bool:
 
 
 def check_new_password(password: str) -> None:
-    from merchant_code.errors import InvalidInput
-
     if len(password) < 10:
         raise InvalidInput("new_password", "a password needs at least 10 characters")
     if len(password) > 200:
@@ -92,14 +94,30 @@ def read_token(key: bytes, token: str) -> tuple[str, int]:
         raise Unauthorized("the session token is not valid or has expired; log in again") from None
 
 
-async def throttle(conn: asyncpg.Connection, keys: list[str], limit: int, minutes: int) -> None:
-    failures = await db.queries.count_recent_auth_failures(conn, keys=keys, minutes=minutes)
-    if failures >= limit:
-        raise TooManyAttempts(f"too many failed attempts; try again in {minutes} minutes")
+# per client address, more failures are allowed than per account: many people share an address
+ADDRESS_FACTOR = 4
 
 
-async def record_failure(conn: asyncpg.Connection, keys: list[str]) -> None:
-    await db.queries.create_auth_failures(conn, keys=keys)
+def attempt_keys(kind: str, subject: str, client: str | None) -> list[tuple[str, int]]:
+    """The throttle keys of one attempt and how many of `limit` each may use (1 or ADDRESS_FACTOR)."""
+    keys = [(f"{kind}:{subject.lower()}", 1)]
+    if client:
+        keys.append((f"ip:{client}", ADDRESS_FACTOR))
+    return keys
+
+
+async def throttle(conn: asyncpg.Connection, keys: list[tuple[str, int]], limit: int, minutes: int) -> None:
+    for key, factor in keys:
+        failures = await db.queries.count_recent_auth_failures(conn, key=key, minutes=minutes)
+        if failures >= limit * factor:
+            raise TooManyAttempts(
+                f"too many failed attempts; try again in {minutes} minutes",
+                retry_after=minutes * 60,
+            )
+
+
+async def record_failure(conn: asyncpg.Connection, keys: list[tuple[str, int]]) -> None:
+    await db.queries.create_auth_failures(conn, keys=[key for key, _ in keys])
 
 
 async def open_session(
@@ -107,7 +125,9 @@ async def open_session(
 ) -> tuple[str, datetime.datetime]:
     session_id = base64.b32encode(secrets.token_bytes(20)).decode().rstrip("=")
     expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=minutes)
-    await db.queries.create_session(conn, id=session_id, account_id=account_id, expires_at=expires, client=client)
+    await db.queries.create_session(
+        conn, id=session_id, account_id=account_id, expires_at=expires, client=client
+    )
     return issue_token(key, session_id, account_id, expires), expires
 
 
@@ -118,3 +138,57 @@ async def principal_for(conn: asyncpg.Connection, key: bytes, token: str) -> Pri
     if principal is None:
         raise Unauthorized("the session has ended; log in again")
     return principal
+
+
+class Session(msgspec.Struct, frozen=True):
+    token: str
+    expires_at: datetime.datetime
+    login: str
+    role: Role
+
+
+async def log_in(
+    pool: asyncpg.Pool,
+    *,
+    key: bytes,
+    settings: Settings,
+    login: str,
+    password: str,
+    client: str | None,
+    request_id: str | None,
+) -> Session:
+    """Check a login and open a session. Failures are recorded on their own connection, outside
+    any request transaction, so that refusing the login does not roll the record back."""
+    keys = attempt_keys("login", login, client)
+    async with db.acquire(pool) as conn:
+        await throttle(conn, keys, settings.throttle_failures, settings.throttle_minutes)
+        row = await db.queries.get_account_for_login(conn, login=login.lower())
+        ok = verify_password(row["password_hash"] if row else None, password)
+        if not ok or row is None or row["disabled"]:
+            await record_failure(conn, keys)
+            raise Unauthorized(BAD_LOGIN)
+        async with conn.transaction():
+            token, expires = await open_session(conn, key, row["id"], settings.token_minutes, client)
+            await audit.append(
+                conn,
+                actor=row["id"],
+                action="login",
+                object_type="account",
+                object_id=login.lower(),
+                request_id=request_id,
+            )
+            await db.queries.delete_auth_failures(conn, keys=[keys[0][0]])
+        return Session(token=token, expires_at=expires, login=login.lower(), role=row["role"])
+
+
+def new_claim_code() -> str:
+    """Sixteen Crockford base32 symbols (80 random bits), printed in groups of four."""
+    raw = "".join(secrets.choice(CROCKFORD) for _ in range(16))
+    return "-".join(raw[i : i + 4] for i in range(0, 16, 4))
+
+
+def claim_code_hash(claim_code: str) -> str:
+    """Claim codes carry 80 random bits, so a plain SHA-256 is enough (a password needs argon2)."""
+    folded = unicodedata.normalize("NFKC", claim_code).upper().replace("-", "").replace(" ", "")
+    folded = folded.translate(str.maketrans("ILO", "110"))
+    return hashlib.sha256(b"merchant-code claim " + folded.encode()).hexdigest()

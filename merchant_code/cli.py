@@ -36,6 +36,30 @@ def _parser() -> argparse.ArgumentParser:
     seed = sub.add_parser("seed", help="generate a synthetic district into the database")
     seed.add_argument("--shops", type=int, default=2000, help="number of shops (default 2000)")
     seed.add_argument("--seed", type=int, default=2026, help="random seed (default 2026)")
+
+    account = sub.add_parser("account", help="create, disable or reset the password of an account")
+    acc = account.add_subparsers(dest="action", required=True)
+    create = acc.add_parser("create", help="create an account; prints its password unless --password-stdin")
+    create.add_argument("login")
+    create.add_argument("--role", required=True, choices=["merchant", "inspector", "manager", "admin"])
+    create.add_argument("--area", help="area code (inspector and manager: the scope of their work)")
+    create.add_argument("--shop", action="append", default=[], help="shop code a merchant owns (repeatable)")
+    create.add_argument("--name", help="display name")
+    create.add_argument("--permission", action="append", default=[], help="extra permission: pii:read")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    disable = acc.add_parser("disable", help="disable an account and end its sessions")
+    disable.add_argument("login")
+    reset = acc.add_parser("reset-password", help="set a new password and end every session")
+    reset.add_argument("login")
+    reset.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+
+    audit = sub.add_parser("audit", help="check the audit trail")
+    audit.add_argument("action", choices=["verify"], help="verify: recompute the hash chain")
+
+    shop = sub.add_parser("shop", help="shop administration")
+    shop_sub = shop.add_subparsers(dest="action", required=True)
+    claim = shop_sub.add_parser("claim-code", help="issue a new one-time claim code for a shop's QR letter")
+    claim.add_argument("code")
     return parser
 
 
@@ -60,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "demo": commands.demo,
             "migrate": commands.migrate_only,
             "seed": lambda _, url: commands.seed(url, args.shops, args.seed),
+            "account": lambda _, url: commands.account(url, args),
+            "audit": lambda _, url: commands.audit_verify(url),
+            "shop": lambda _, url: commands.claim_code(url, args.code),
         }[args.command]
         if args.command in {"serve", "demo"}:
             commands.ensure_port_free(settings.host, settings.port)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime
 import errno
 import os
 import socket
+import sys
+from typing import Any
 
 import msgspec
 
-from merchant_code import db, migrate
+from merchant_code import accounts, audit, db, migrate
 from merchant_code import district as seeding
-from merchant_code.errors import StartupError
+from merchant_code.errors import DomainError, StartupError
 from merchant_code.settings import PREFIX, Settings
 
 
@@ -125,3 +128,67 @@ def _export(settings: Settings) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = str(value).lower() if isinstance(value, bool) else str(value)
+
+
+async def _with_conn(url: str, work: Any) -> Any:
+    await _migrate(url)
+    conn = await db.connect(url)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+def _password_from_stdin(wanted: bool) -> str | None:
+    if not wanted:
+        return None
+    line = sys.stdin.readline().rstrip("\n")
+    return line or None
+
+
+def account(url: str, args: argparse.Namespace) -> None:
+    password = _password_from_stdin(getattr(args, "password_stdin", False))
+    if args.action == "create":
+        made = asyncio.run(
+            _with_conn(
+                url,
+                lambda conn: accounts.create(
+                    conn,
+                    login=args.login,
+                    role=args.role,
+                    area=args.area,
+                    shops=args.shop,
+                    name=args.name,
+                    permissions=args.permission,
+                    password=password,
+                ),
+            )
+        )
+        where = f" in area {made.area_code}" if made.area_code else ""
+        owns = f" owning {', '.join(made.shops)}" if made.shops else ""
+        print(f"created {made.role} {made.login}{where}{owns}")
+        if password is None:
+            print(f"password: {made.password}")
+    elif args.action == "disable":
+        asyncio.run(_with_conn(url, lambda conn: accounts.disable(conn, args.login)))
+        print(f"disabled {args.login}; its sessions have ended")
+    else:
+        new = asyncio.run(_with_conn(url, lambda conn: accounts.reset_password(conn, args.login, password)))
+        print(f"password of {args.login} reset; its sessions have ended")
+        if password is None:
+            print(f"password: {new}")
+
+
+def audit_verify(url: str) -> None:
+    checked, broken = asyncio.run(_with_conn(url, audit.verify))
+    if broken is not None:
+        raise DomainError(
+            f"audit chain broken at audit_event id {broken.id}: {broken.reason}"
+            f" ({checked} rows before it are intact)"
+        )
+    print(f"audit chain intact: {checked} events")
+
+
+def claim_code(url: str, code: str) -> None:
+    new = asyncio.run(_with_conn(url, lambda conn: accounts.issue_claim_code(conn, code)))
+    print(f"claim code for shop {code.upper()}: {new}  (one use; any earlier code no longer works)")

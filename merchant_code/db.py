@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -52,10 +53,37 @@ async def connect(url: str, *, timeout: float = 10.0) -> asyncpg.Connection:
     return conn
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+APP_ROLE = "merchant_code_app"
+
+
+async def app_role(url: str) -> str | None:
+    """`merchant_code_app` when the migrations made it and this login may take it on: the web
+    processes then work with its rights (which cannot change or delete audit rows)."""
+    conn = await connect(url)
+    try:
+        usable: bool = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)"
+            " AND pg_has_role(current_user, $1, 'MEMBER')",
+            APP_ROLE,
+        )
+    except asyncpg.UndefinedObjectError:
+        usable = False
+    finally:
+        await conn.close()
+    return APP_ROLE if usable else None
+
+
+async def create_pool(
+    url: str, *, min_size: int = 1, max_size: int = 10, role: str | None = None
+) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, init=_init_connection, timeout=10.0
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            timeout=10.0,
+            server_settings={"role": role} if role else None,
         )
     except Exception as exc:
         raise StartupError(describe_connect_error(url, exc)) from None
@@ -94,4 +122,11 @@ async def provide_db(state: State) -> AsyncIterator[asyncpg.Connection]:
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn, conn.transaction():
         # the pool hands out a proxy with every Connection method; handlers type it as one
+        yield cast(asyncpg.Connection, conn)
+
+
+@asynccontextmanager
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection, typed as the Connection whose methods its proxy forwards."""
+    async with pool.acquire() as conn:
         yield cast(asyncpg.Connection, conn)

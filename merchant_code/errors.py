@@ -97,7 +97,7 @@ def problem_response(request: Request[Any, Any, Any], problem: Problem) -> Respo
     )
 
 
-def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
+def domain_problem(request: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
     problem = Problem(
         type=PROBLEM_TYPE + exc.slug,
         title=exc.title,
@@ -105,7 +105,10 @@ def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[bytes
         detail=exc.detail,
         errors=exc.extra.get("errors"),
     )
-    return problem_response(request, problem)
+    response = problem_response(request, problem)
+    if "retry_after" in exc.extra:
+        response.headers["Retry-After"] = str(exc.extra["retry_after"])
+    return response
 
 
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
@@ -148,7 +151,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
 
 
 problem_handlers: ExceptionHandlersMap = {
-    DomainError: _domain,
+    DomainError: domain_problem,
     ValidationException: _validation,
     HTTPException: _http,
     Exception: _unexpected,

@@ -1,9 +1,11 @@
 -- name: get_account_for_login(login)^
-SELECT id, password_hash, disabled_at IS NOT NULL AS disabled FROM account WHERE login = :login;
+SELECT id, role, password_hash, disabled_at IS NOT NULL AS disabled FROM account WHERE login = :login;
 
--- name: count_recent_auth_failures(keys, minutes)$
-SELECT count(*) FROM auth_attempt
-WHERE key = ANY(:keys::text[]) AND at > now() - make_interval(mins => :minutes);
+-- name: count_recent_auth_failures(key, minutes)$
+SELECT count(*) FROM auth_attempt WHERE key = :key AND at > now() - make_interval(mins => :minutes);
+
+-- name: delete_old_auth_failures(minutes)!
+DELETE FROM auth_attempt WHERE at < now() - make_interval(mins => :minutes);
 
 -- name: create_auth_failures(keys)!
 INSERT INTO auth_attempt (key) SELECT unnest(:keys::text[]);
@@ -38,3 +40,49 @@ SELECT password_hash FROM account WHERE id = :account_id;
 
 -- name: update_password(account_id, password_hash)!
 UPDATE account SET password_hash = :password_hash, password_changed_at = now() WHERE id = :account_id;
+
+-- name: get_me(account_id)^
+SELECT a.login, a.role, a.display_name, ar.code AS area_code, ar.name AS area_name,
+       coalesce((SELECT array_agg(s.code ORDER BY s.code) FROM account_shop x JOIN shop s ON s.id = x.shop_id
+                 WHERE x.account_id = a.id), '{}') AS shops,
+       a.permissions
+FROM account a LEFT JOIN area ar ON ar.id = a.area_id
+WHERE a.id = :account_id;
+
+-- name: get_account_by_login(login)^
+SELECT a.id, a.login, a.role, a.disabled_at, ar.code AS area_code
+FROM account a LEFT JOIN area ar ON ar.id = a.area_id WHERE a.login = :login;
+
+-- name: create_account(login, role, area_id, display_name, phone, password_hash, permissions)$
+INSERT INTO account (login, role, area_id, display_name, phone, password_hash, permissions)
+VALUES (:login, :role, :area_id, :display_name, :phone, :password_hash, :permissions)
+RETURNING id;
+
+-- name: link_account_shop(account_id, shop_id)!
+INSERT INTO account_shop (account_id, shop_id) VALUES (:account_id, :shop_id) ON CONFLICT DO NOTHING;
+
+-- name: disable_account(account_id)!
+UPDATE account SET disabled_at = now() WHERE id = :account_id AND disabled_at IS NULL;
+
+-- name: get_area_by_code(code)^
+SELECT id, path FROM area WHERE code = :code;
+
+-- name: get_shop_for_claim(code)^
+SELECT id, code, owner_phone, claim_code_hash, claimed_at FROM shop WHERE code = :code;
+
+-- name: set_claim_code(code, claim_code_hash)$
+UPDATE shop SET claim_code_hash = :claim_code_hash WHERE code = :code RETURNING id;
+
+-- name: use_claim_code(id, claim_code_hash)$
+-- Only the first of two simultaneous claims with the same code gets the row back.
+UPDATE shop SET claim_code_hash = NULL, claimed_at = now()
+WHERE id = :id AND claim_code_hash = :claim_code_hash
+RETURNING id;
+
+-- name: list_accounts_in_scope(prefix, after, limit)
+-- Accounts an admin (prefix NULL) or a manager (their area path) looks after, by login.
+SELECT a.login, a.role, a.display_name, ar.code AS area_code, a.disabled_at IS NOT NULL AS disabled
+FROM account a LEFT JOIN area ar ON ar.id = a.area_id
+WHERE (:prefix::text IS NULL OR ar.path = :prefix OR ar.path LIKE :prefix || '.%')
+  AND a.login > :after
+ORDER BY a.login LIMIT :limit;

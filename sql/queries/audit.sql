@@ -1,0 +1,25 @@
+-- name: lock_audit_chain(key)$
+SELECT pg_advisory_xact_lock(:key) IS NOT NULL;
+
+-- name: get_last_audit_hash()$
+SELECT hash FROM audit_event ORDER BY id DESC LIMIT 1;
+
+-- name: next_audit_id()$
+SELECT nextval(pg_get_serial_sequence('audit_event', 'id'));
+
+-- name: create_audit_event(id, at, actor_account_id, action, object_type, object_id, request_id, detail, prev_hash, hash)!
+INSERT INTO audit_event (id, at, actor_account_id, action, object_type, object_id, request_id, detail,
+                         prev_hash, hash)
+OVERRIDING SYSTEM VALUE
+VALUES (:id, :at, :actor_account_id, :action, :object_type, :object_id, :request_id, :detail,
+        :prev_hash, :hash);
+
+-- name: list_audit_chain(after, batch)
+SELECT id, at, actor_account_id, action, object_type, object_id, request_id, detail, prev_hash, hash
+FROM audit_event WHERE id > :after ORDER BY id LIMIT :batch;
+
+-- name: list_audit_events(before, limit)
+-- Newest first, for the admin's audit page; keyset-paged by id.
+SELECT e.id, e.at, a.login AS actor, e.action, e.object_type, e.object_id, e.request_id, e.detail
+FROM audit_event e LEFT JOIN account a ON a.id = e.actor_account_id
+WHERE e.id < :before ORDER BY e.id DESC LIMIT :limit;

@@ -1,0 +1,282 @@
+"""Who may do what: every route of the app, against every kind of person, and what leaks.
+
+The matrix is built by enumerating the app's routes, so a route added without a row here fails
+the test before anyone has to remember it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from litestar.routes import HTTPRoute
+from litestar.testing import AsyncTestClient
+
+from merchant_code import access
+from tests import world as w
+
+Call = Callable[[AsyncTestClient[Any], w.World, str], Awaitable[httpx.Response]]
+
+
+def _all(status: int) -> dict[str, int]:
+    return dict.fromkeys(w.ROLES, status)
+
+
+def _expect(*statuses: int) -> dict[str, int]:
+    """Statuses in the order of w.ROLES: anonymous, merchant_a, merchant_b, inspector_in,
+    inspector_out, manager, admin."""
+    return dict(zip(w.ROLES, statuses, strict=True))
+
+
+async def _fresh_token(client: AsyncTestClient[Any], role: str) -> dict[str, str]:
+    """A second session of the role, for the routes that end one."""
+    return {} if role == "anonymous" else {"authorization": f"Bearer {await w.log_in(client, role)}"}
+
+
+def get(path: str, **headers: str) -> Call:
+    async def call(client: AsyncTestClient[Any], world: w.World, role: str) -> httpx.Response:
+        url = path.format(a=world.shop_a, b=world.shop_b)
+        return await client.get(url, headers=world.headers(role, **headers), follow_redirects=False)
+
+    return call
+
+
+Body = dict[str, str] | None
+
+
+def send(method: str, path: str, *, json_body: Body = None, form: Body = None, fresh: bool = False) -> Call:
+    async def call(client: AsyncTestClient[Any], world: w.World, role: str) -> httpx.Response:
+        headers = await _fresh_token(client, role) if fresh else world.headers(role)
+        url = path.format(a=world.shop_a, b=world.shop_b)
+
+        def fill(body: dict[str, str] | None) -> dict[str, str] | None:
+            values = {"a": world.shop_a, "b": world.shop_b, "role": role.replace("_", "-")}
+            return None if body is None else {k: v.format(**values) for k, v in body.items()}
+
+        return await client.request(
+            method, url, headers=headers, json=fill(json_body), data=fill(form), follow_redirects=False
+        )
+
+    return call
+
+
+WRONG_PASSWORD = {"current_password": "not the password", "new_password": "a brand new password"}
+WRONG_CLAIM = {"shop_code": "{a}", "claim_code": "AAAA-BBBB-CCCC-DDDD", "phone": "13812341234"}
+STAFF_ONLY = _expect(401, 403, 403, 200, 200, 200, 200)
+
+# (wrong claims for shop A through the API, for shop B through the page: five per shop are allowed)
+# (method, route path as Litestar lists it) -> how to call it, and the status each person gets
+MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
+    ("GET", "/healthz"): (get("/healthz"), _all(200)),
+    ("GET", "/readyz"): (get("/readyz"), _all(200)),
+    ("GET", "/s/{code:str}"): (get("/s/{a}"), _all(200)),
+    ("POST", "/api/v1/auth/login"): (
+        send("POST", "/api/v1/auth/login", json_body={"login": "manager", "password": w.PASSWORD}),
+        _all(200),
+    ),
+    ("POST", "/api/v1/auth/logout"): (
+        send("POST", "/api/v1/auth/logout", fresh=True),
+        _expect(401, 204, 204, 204, 204, 204, 204),
+    ),
+    ("POST", "/api/v1/auth/password"): (
+        send("POST", "/api/v1/auth/password", json_body=WRONG_PASSWORD),
+        _expect(401, 422, 422, 422, 422, 422, 422),
+    ),
+    ("GET", "/api/v1/me"): (get("/api/v1/me"), _expect(401, 200, 200, 200, 200, 200, 200)),
+    ("GET", "/login"): (get("/login"), _all(200)),
+    ("POST", "/login"): (send("POST", "/login", form={"login": "nobody-{role}", "password": "x"}), _all(401)),
+    ("POST", "/logout"): (send("POST", "/logout", fresh=True), _all(303)),  # anonymous: to the login page
+    ("GET", "/me"): (get("/me"), _expect(303, 200, 200, 200, 200, 200, 200)),
+    ("POST", "/me/password"): (
+        send("POST", "/me/password", form=WRONG_PASSWORD),
+        _expect(303, 422, 422, 422, 422, 422, 422),
+    ),
+    ("POST", "/api/v1/claims"): (
+        send("POST", "/api/v1/claims", json_body={**WRONG_CLAIM, "login": "newowner", "password": "x" * 12}),
+        _expect(401, 401, 401, 409, 409, 409, 409),
+    ),
+    ("GET", "/claim"): (get("/claim"), _all(200)),
+    ("POST", "/claim"): (
+        send(
+            "POST",
+            "/claim",
+            form={**WRONG_CLAIM, "shop_code": "{b}", "login": "owner2", "password": "x" * 12},
+        ),
+        _expect(401, 401, 401, 409, 409, 409, 409),
+    ),
+    ("GET", "/api/v1/merchant/shops"): (
+        get("/api/v1/merchant/shops"),
+        _expect(401, 200, 200, 403, 403, 403, 403),
+    ),
+    ("GET", "/api/v1/merchant/shops/{code:str}"): (
+        get("/api/v1/merchant/shops/{a}"),
+        _expect(401, 200, 404, 403, 403, 403, 403),
+    ),
+    ("PATCH", "/api/v1/merchant/shops/{code:str}"): (
+        send("PATCH", "/api/v1/merchant/shops/{a}", json_body={"opening_hours": "10:00-22:00"}),
+        _expect(401, 200, 404, 403, 403, 403, 403),
+    ),
+    ("GET", "/api/v1/inspect/shops"): (get("/api/v1/inspect/shops"), STAFF_ONLY),
+    ("GET", "/api/v1/inspect/shops/{code:str}"): (
+        get("/api/v1/inspect/shops/{a}"),
+        _expect(401, 403, 403, 200, 404, 200, 200),
+    ),
+    ("GET", "/api/v1/accounts"): (get("/api/v1/accounts"), _expect(401, 403, 403, 403, 403, 200, 200)),
+    ("GET", "/api/v1/audit"): (get("/api/v1/audit"), _expect(401, 403, 403, 403, 403, 403, 200)),
+}
+# Litestar's OpenAPI routes: public, and checked through the document itself
+SCHEMA = (get("/schema/openapi.json"), _all(200))
+
+
+def app_routes(client: AsyncTestClient[Any]) -> list[tuple[str, str]]:
+    return sorted(
+        (method, route.path)
+        for route in client.app.routes
+        if isinstance(route, HTTPRoute)
+        for method in route.route_handler_map
+        if method not in ("OPTIONS", "HEAD")
+    )
+
+
+async def test_every_route_against_every_kind_of_person(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    world = await w.build(conn, client)
+    routes = app_routes(client)
+    unlisted = [r for r in routes if r not in MATRIX and not r[1].startswith("/schema")]
+    assert unlisted == [], "routes without a row in the access matrix"
+    mismatches = []
+    cells = 0
+    for route in routes:
+        call, expected = MATRIX.get(route, SCHEMA)
+        for role in w.ROLES:
+            response = await call(client, world, role)
+            cells += 1
+            if response.status_code != expected[role]:
+                mismatches.append(f"{route} as {role}: {response.status_code}, expected {expected[role]}")
+    assert mismatches == [], "\n".join(mismatches)
+    assert cells >= len(MATRIX) * len(w.ROLES)
+
+
+def test_every_route_declares_a_rule(client: AsyncTestClient[Any]) -> None:
+    for route in client.app.routes:
+        if isinstance(route, HTTPRoute):
+            for method, (handler, _) in route.route_handler_map.items():
+                if method != "OPTIONS":
+                    assert handler.opt.get("access") in access.RULES, (method, route.path)
+
+
+def test_an_app_with_a_route_without_a_rule_does_not_start(settings: Any) -> None:
+    from litestar import get as route
+
+    from merchant_code import app as app_module
+    from merchant_code.errors import StartupError
+
+    @route("/forgotten", sync_to_thread=False)
+    def forgotten() -> str:
+        return "anyone"
+
+    app_module.ROUTES.append(forgotten)
+    try:
+        with pytest.raises(StartupError, match="GET /forgotten"):
+            app_module.create_app(settings)
+    finally:
+        app_module.ROUTES.remove(forgotten)
+
+
+# --- leaks --------------------------------------------------------------------------------
+
+SHOP_DATA_ROUTES = [
+    "/s/{a}",
+    "/s/{a}?lang=en",
+    "/api/v1/merchant/shops",
+    "/api/v1/merchant/shops/{a}",
+    "/api/v1/inspect/shops",
+    "/api/v1/inspect/shops/{a}",
+    "/api/v1/me",
+    "/me",
+    "/api/v1/accounts",
+    "/api/v1/audit",
+]
+# who may see shop A's personal data at all: its owner, and staff over it holding pii:read
+MAY_SEE_PII = {"merchant_a", "pii_inspector"}
+
+
+def _forms(value: str) -> list[bytes]:
+    """The value as it could appear in a body: raw UTF-8, or JSON-escaped."""
+    return [value.encode(), json.dumps(value).strip('"').encode()]
+
+
+async def test_no_personal_data_reaches_a_view_that_may_not_see_it(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    world = await w.build(conn, client)
+    # something in the audit trail that names the shop, so the admin's audit view is exercised
+    await client.get(f"/api/v1/inspect/shops/{world.shop_a}", headers=world.headers("pii_inspector"))
+    leaks = []
+    seen_by_allowed = set()
+    for role in (*w.ROLES, "pii_inspector"):
+        for path in SHOP_DATA_ROUTES:
+            for accept in ("application/json", "text/html"):
+                url = path.format(a=world.shop_a)
+                response = await client.get(url, headers=world.headers(role, accept=accept))
+                for field, value in w.PII.items():
+                    if any(form in response.content for form in _forms(value)):
+                        if role in MAY_SEE_PII:
+                            seen_by_allowed.add((role, field))
+                        else:
+                            leaks.append(f"{role} sees {field} at {url} ({accept})")
+    assert leaks == []
+    # and the test can fail: those who may see it do see every value
+    assert {f for r, f in seen_by_allowed if r == "merchant_a"} == set(w.PII)
+    assert {f for r, f in seen_by_allowed if r == "pii_inspector"} == set(w.PII)
+
+
+async def test_staff_without_pii_read_see_masked_values(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    world = await w.build(conn, client)
+    body = (
+        await client.get(f"/api/v1/inspect/shops/{world.shop_a}", headers=world.headers("manager"))
+    ).json()
+    assert body["pii_masked"] is True
+    assert (body["owner_name"], body["owner_phone"]) == ("王*", "138****1234")
+    assert body["owner_id_number"] == "310104********1234"
+    assert body["staff"][0]["name"] == "赵*"
+    assert body["staff"][0]["health_cert_number"] == "JK**************42"
+
+
+async def test_each_unmasked_read_is_audited(client: AsyncTestClient[Any], conn: asyncpg.Connection) -> None:
+    world = await w.build(conn, client)
+    for _ in range(2):
+        response = await client.get(
+            f"/api/v1/inspect/shops/{world.shop_a}", headers=world.headers("pii_inspector")
+        )
+        assert response.json()["pii_masked"] is False
+    await client.get(f"/api/v1/inspect/shops/{world.shop_a}", headers=world.headers("inspector_in"))
+    rows = await conn.fetch(
+        "SELECT a.login, e.request_id FROM audit_event e JOIN account a ON a.id = e.actor_account_id"
+        " WHERE e.action = 'pii.read' AND e.object_id = $1",
+        world.shop_a,
+    )
+    assert [r["login"] for r in rows] == ["pii_inspector", "pii_inspector"]
+    assert all(r["request_id"] for r in rows)
+
+
+async def test_probing_another_shop_says_the_same_as_a_shop_that_does_not_exist(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    world = await w.build(conn, client)
+    from merchant_code.codes import new_shop_code
+
+    other = await client.get(f"/api/v1/merchant/shops/{world.shop_b}", headers=world.headers("merchant_a"))
+    missing = await client.get(
+        f"/api/v1/merchant/shops/{new_shop_code(12345)}", headers=world.headers("merchant_a")
+    )
+    assert other.status_code == missing.status_code == 404
+    assert other.json()["detail"] == missing.json()["detail"]
+    assert "李记" not in other.text
