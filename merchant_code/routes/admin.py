@@ -9,11 +9,12 @@ import asyncpg
 import msgspec
 from litestar import get
 from litestar.di import NamedDependency
-from litestar.params import FromQuery
+from litestar.params import QueryParameter
 
 from merchant_code import auth, db
 
-PageSize = Annotated[int, msgspec.Meta(ge=1, le=100)]
+# every list answers at most 100 items a page; asking for more is a 400 naming `limit`
+PageSize = Annotated[int, QueryParameter(ge=1, le=100, description="items per page, at most 100")]
 
 
 class AccountItem(msgspec.Struct, frozen=True):
@@ -49,8 +50,8 @@ class AuditPage(msgspec.Struct, frozen=True):
 async def list_accounts(
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
-    limit: FromQuery[PageSize] = 50,
-    after: FromQuery[Annotated[str, msgspec.Meta(max_length=64)]] = "",
+    limit: PageSize = 50,
+    after: Annotated[str, QueryParameter(max_length=64)] = "",
 ) -> AccountPage:
     """Staff accounts of the manager's area (an admin: every account), by login."""
     prefix = None if principal.role == "admin" else principal.area_path
@@ -63,8 +64,8 @@ async def list_accounts(
 @get("/api/v1/audit", opt={"access": "admin"}, tags=["admin"])
 async def list_audit(
     conn: NamedDependency[asyncpg.Connection],
-    limit: FromQuery[PageSize] = 50,
-    before: FromQuery[Annotated[int, msgspec.Meta(ge=1)]] = 2**62,
+    limit: PageSize = 50,
+    before: Annotated[int, QueryParameter(ge=1)] = 2**62,
 ) -> AuditPage:
     """The audit trail, newest first."""
     items = await db.fetch_all(db.queries.list_audit_events(conn, before=before, limit=limit), AuditItem)

@@ -10,14 +10,15 @@ import asyncpg
 import msgspec
 from litestar import Request, get, patch
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from merchant_code import access, audit, auth, db, masking
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import NotFound
 from merchant_code.views import InspectorShop, MerchantShop, Page, ShopListItem
 
-PageSize = Annotated[int, msgspec.Meta(ge=1, le=100)]
+# every list answers at most 100 items a page; asking for more is a 400 naming `limit`
+PageSize = Annotated[int, QueryParameter(ge=1, le=100, description="items per page, at most 100")]
 Unset = msgspec.UnsetType
 
 
@@ -119,8 +120,8 @@ async def update_my_shop(
 async def shops_in_area(
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
-    limit: FromQuery[PageSize] = 50,
-    after: FromQuery[Annotated[str, msgspec.Meta(max_length=13)]] = "",
+    limit: PageSize = 50,
+    after: Annotated[str, QueryParameter(max_length=13)] = "",
 ) -> Page:
     """Shops in the caller's area and below it, by code, at most 100 a page."""
     prefix = None if principal.role == "admin" else principal.area_path

@@ -1,0 +1,303 @@
+"""Logging in: the same answer for every kind of wrong, tokens that cannot be forged, sessions
+that end when they should, throttling, claims, and the limits on what a request may send."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import statistics
+import time
+from typing import Any
+
+import asyncpg
+import jwt
+import pytest
+from litestar.testing import AsyncTestClient
+
+from merchant_code import accounts, auth
+from tests import factories
+from tests import world as w
+
+ME = "/api/v1/me"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+async def _login(client: AsyncTestClient[Any], login: str, password: str) -> Any:
+    return await client.post("/api/v1/auth/login", json={"login": login, "password": password})
+
+
+async def test_a_login_gives_a_token_that_says_who_you_are(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    await factories.area(conn, "310199001", "一街道")
+    await factories.account(conn, "li.inspector", "inspector", area_code="310199001", name="李检查员")
+    response = await _login(client, "Li.Inspector", w.PASSWORD)
+    assert response.status_code == 200
+    me = (await client.get(ME, headers=bearer(response.json()["token"]))).json()
+    assert (me["login"], me["role"], me["area_code"], me["display_name"]) == (
+        "li.inspector",
+        "inspector",
+        "310199001",
+        "李检查员",
+    )
+
+
+async def test_wrong_password_unknown_login_and_disabled_account_look_the_same(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    await factories.account(conn, "active", "admin")
+    await factories.account(conn, "gone", "admin")
+    await accounts.disable(conn, "gone")
+    cases = {"wrong password": ("active", "not it at all"), "unknown": ("nobody", w.PASSWORD)}
+    cases["disabled"] = ("gone", w.PASSWORD)
+    bodies = {}
+    times: dict[str, list[float]] = {}
+    for name, (login, password) in cases.items():
+        for _ in range(3):
+            started = time.perf_counter()
+            response = await _login(client, login, password)
+            times.setdefault(name, []).append(time.perf_counter() - started)
+            assert response.status_code == 401
+            body = response.json()
+            bodies[name] = (body["title"], body["detail"])
+    assert len(set(bodies.values())) == 1
+    medians = [statistics.median(t) for t in times.values()]
+    # each case verifies one argon2 hash: no case answers markedly faster than another
+    assert max(medians) < 3 * min(medians), times
+
+
+@pytest.mark.parametrize("kind", ["expired", "tampered", "alg none", "wrong key", "garbage"])
+async def test_a_forged_or_stale_token_is_refused(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, kind: str
+) -> None:
+    await factories.account(conn, "owner", "admin")
+    good = (await _login(client, "owner", w.PASSWORD)).json()["token"]
+    claims = jwt.decode(good, options={"verify_signature": False})
+    key = client.app.state.signing_key
+    if kind == "expired":
+        past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+        token = jwt.encode({**claims, "exp": past}, key, algorithm="HS256")
+    elif kind == "tampered":
+        header, _, signature = good.split(".")
+        raised = {**claims, "sub": str(int(claims["sub"]) + 1)}
+        forged = base64.urlsafe_b64encode(json.dumps(raised).encode()).rstrip(b"=").decode()
+        token = f"{header}.{forged}.{signature}"
+    elif kind == "alg none":
+        head = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+        body = good.split(".")[1]
+        token = f"{head}.{body}."
+    elif kind == "wrong key":
+        token = jwt.encode(claims, b"another key of enough length for HS256!!", algorithm="HS256")
+    else:
+        token = "not-a-token"
+    assert (await client.get(ME, headers=bearer(good))).status_code == 200
+    response = await client.get(ME, headers=bearer(token))
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_bad_token_on_a_public_page_still_gets_the_public_page(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    _, code = await factories.shop(conn)
+    response = await client.get(f"/s/{code}", headers=bearer("stale.token.value"))
+    assert response.status_code == 200
+
+
+async def test_logout_and_password_change_end_sessions(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    await factories.account(conn, "owner", "admin")
+    first, second, third = [(await _login(client, "owner", w.PASSWORD)).json()["token"] for _ in range(3)]
+    assert (await client.post("/api/v1/auth/logout", headers=bearer(first))).status_code == 204
+    assert (await client.get(ME, headers=bearer(first))).status_code == 401
+
+    change = {"current_password": w.PASSWORD, "new_password": "a much newer password"}
+    assert (
+        await client.post("/api/v1/auth/password", json=change, headers=bearer(second))
+    ).status_code == 204
+    assert (await client.get(ME, headers=bearer(second))).status_code == 200  # the session that changed it
+    assert (await client.get(ME, headers=bearer(third))).status_code == 401  # every other one
+    assert (await _login(client, "owner", w.PASSWORD)).status_code == 401
+    assert (await _login(client, "owner", "a much newer password")).status_code == 200
+
+
+async def test_a_weak_new_password_is_refused_naming_the_field(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    await factories.account(conn, "owner", "admin")
+    token = (await _login(client, "owner", w.PASSWORD)).json()["token"]
+    change = {"current_password": w.PASSWORD, "new_password": "short"}
+    response = await client.post("/api/v1/auth/password", json=change, headers=bearer(token))
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "new_password"
+
+
+async def test_disabling_an_account_ends_its_sessions(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    await factories.account(conn, "owner", "admin")
+    token = (await _login(client, "owner", w.PASSWORD)).json()["token"]
+    await accounts.disable(conn, "owner")
+    assert (await client.get(ME, headers=bearer(token))).status_code == 401
+
+
+async def test_repeated_failures_are_throttled_per_account_then_per_address(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    await factories.account(conn, "owner", "admin")
+    await factories.account(conn, "other", "admin")
+    for _ in range(5):
+        assert (await _login(client, "owner", "wrong password")).status_code == 401
+    throttled = await _login(client, "owner", w.PASSWORD)  # even the right password waits
+    assert throttled.status_code == 429
+    assert int(throttled.headers["retry-after"]) == 15 * 60
+    assert (await _login(client, "other", w.PASSWORD)).status_code == 200  # another account is not held up
+
+    for n in range(15):  # the address's allowance is four accounts' worth
+        assert (await _login(client, f"guess{n}", "wrong password")).status_code == 401
+    assert (await _login(client, "other", w.PASSWORD)).status_code == 429
+
+
+async def test_the_login_page_sets_a_session_cookie_the_pages_accept(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    await factories.account(conn, "owner", "admin", name="张科长")
+    response = await client.post(
+        "/login",
+        data={"login": "owner", "password": w.PASSWORD, "next": "//evil.example/x"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/me"  # never an open redirect
+    cookie = response.headers["set-cookie"]
+    assert "mc_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
+    page = await client.get("/me")
+    assert page.status_code == 200 and "张科长" in page.text
+
+    # a form posted from another site cannot use the cookie
+    cross = await client.post("/logout", headers={"origin": "https://evil.example"}, follow_redirects=False)
+    assert cross.headers["location"].startswith("/login")
+    assert (await client.get("/me", follow_redirects=False)).status_code == 200
+    same = await client.post("/logout", headers={"origin": "http://testserver.local"}, follow_redirects=False)
+    assert same.status_code == 303
+    assert (await client.get("/me", follow_redirects=False)).status_code == 303
+
+
+async def test_a_page_without_a_session_sends_you_to_log_in_and_back(client: AsyncTestClient[Any]) -> None:
+    response = await client.get("/me", follow_redirects=False)
+    assert (response.status_code, response.headers["location"]) == (303, "/login?next=/me")
+    page = await client.get("/login?next=/me")
+    assert 'name="next" value="/me"' in page.text
+    assert "登录" in page.text
+
+
+async def test_a_wrong_login_on_the_page_says_so_in_both_languages(client: AsyncTestClient[Any]) -> None:
+    zh = await client.post("/login", data={"login": "nobody", "password": "x"})
+    en = await client.post("/login?lang=en", data={"login": "nobody2", "password": "x"})
+    assert zh.status_code == en.status_code == 401
+    assert "账号或密码错误" in zh.text
+    assert "The login or password is wrong" in en.text
+
+
+# --- claims --------------------------------------------------------------------------------
+
+
+async def test_a_merchant_claims_a_shop_once_with_code_and_phone(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    _, code = await factories.shop(conn, owner_phone="13812341234")
+    claim_code = await accounts.issue_claim_code(conn, code)
+    body = {"shop_code": code.lower(), "claim_code": claim_code.lower(), "phone": "138 1234 1234"}
+    body |= {"login": "wang", "password": "my own password"}
+    response = await client.post("/api/v1/claims", json=body)
+    assert response.status_code == 201, response.text
+    me = (await client.get(ME, headers=bearer(response.json()["token"]))).json()
+    assert (me["role"], me["shops"]) == ("merchant", [code])
+
+    again = await client.post("/api/v1/claims", json={**body, "login": "wang2"})
+    assert again.status_code == 401  # a used code
+
+
+async def test_a_wrong_claim_code_and_a_wrong_phone_get_the_same_answer(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    _, code = await factories.shop(conn, owner_phone="13812341234")
+    claim_code = await accounts.issue_claim_code(conn, code)
+    base = {"shop_code": code, "login": "wang", "password": "my own password"}
+    wrong_code = await client.post(
+        "/api/v1/claims", json={**base, "claim_code": "AAAA-AAAA-AAAA-AAAA", "phone": "13812341234"}
+    )
+    wrong_phone = await client.post(
+        "/api/v1/claims", json={**base, "claim_code": claim_code, "phone": "13900000000"}
+    )
+    assert wrong_code.status_code == wrong_phone.status_code == 401
+    assert wrong_code.json()["detail"] == wrong_phone.json()["detail"]
+    for _ in range(3):
+        await client.post("/api/v1/claims", json={**base, "claim_code": "BBBB-BBBB-BBBB-BBBB", "phone": "1"})
+    right = await client.post(
+        "/api/v1/claims", json={**base, "claim_code": claim_code, "phone": "13812341234"}
+    )
+    assert right.status_code == 429  # five failures on this shop: even the right code waits
+
+
+async def test_a_logged_in_merchant_adds_a_second_shop(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    first, _ = await factories.shop(conn)
+    _, second = await factories.shop(conn, owner_phone="13700001111")
+    await factories.account(conn, "wang", "merchant", shop_ids=(first,))
+    token = (await _login(client, "wang", w.PASSWORD)).json()["token"]
+    claim_code = await accounts.issue_claim_code(conn, second)
+    body = {"shop_code": second, "claim_code": claim_code, "phone": "13700001111"}
+    response = await client.post("/api/v1/claims", json=body, headers=bearer(token))
+    assert response.status_code == 201 and response.json()["token"] is None
+    assert second in (await client.get(ME, headers=bearer(token))).json()["shops"]
+
+
+# --- bad input and limits ------------------------------------------------------------------
+
+
+async def test_unknown_and_malformed_fields_are_named(client: AsyncTestClient[Any]) -> None:
+    unknown = await client.post("/api/v1/auth/login", json={"login": "a", "password": "b", "admin": True})
+    assert unknown.status_code == 400
+    assert "admin" in unknown.text
+    missing = await client.post("/api/v1/auth/login", json={"login": "a"})
+    assert missing.status_code == 400 and "password" in missing.text
+    assert "Traceback" not in missing.text
+
+
+async def test_a_body_over_the_limit_is_refused_with_413(client: AsyncTestClient[Any]) -> None:
+    huge = b'{"login": "' + b"a" * 2_000_000 + b'", "password": "x"}'
+    response = await client.post(
+        "/api/v1/auth/login", content=huge, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_list_pages_are_capped(client: AsyncTestClient[Any], conn: asyncpg.Connection) -> None:
+    await factories.account(conn, "boss", "admin")
+    token = (await _login(client, "boss", w.PASSWORD)).json()["token"]
+    for path in ("/api/v1/inspect/shops", "/api/v1/accounts", "/api/v1/audit"):
+        response = await client.get(f"{path}?limit=101", headers=bearer(token))
+        assert response.status_code == 400, path
+        assert response.json()["errors"][0]["field"] == "limit"
+
+
+async def test_every_answer_carries_a_request_id(client: AsyncTestClient[Any]) -> None:
+    mine = await client.get("/healthz", headers={"x-request-id": "trace-12345678"})
+    assert mine.headers["x-request-id"] == "trace-12345678"
+    made = await client.get("/healthz", headers={"x-request-id": "bad id\x7f"})
+    assert len(made.headers["x-request-id"]) == 16
+
+
+def test_claim_codes_are_long_random_and_forgiving_to_type() -> None:
+    code = auth.new_claim_code()
+    assert len(code) == 19 and code.count("-") == 3
+    assert auth.claim_code_hash(code.lower().replace("-", " ")) == auth.claim_code_hash(code)
+    assert auth.new_claim_code() != code
