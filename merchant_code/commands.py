@@ -103,6 +103,8 @@ async def _prepare_demo(settings: Settings, url: str) -> None:
                 conn, shops=settings.demo_shops, seed=settings.demo_seed, today=datetime.date.today()
             )
         shops = [dict(r) async for r in db.queries.list_demo_shops(conn)]
+        claim = await db.queries.get_demo_claim_shop(conn)
+        claim_code = await accounts.issue_claim_code(conn, claim["code"]) if claim else None
     finally:
         await conn.close()
     base = settings.base_url
@@ -112,6 +114,12 @@ async def _prepare_demo(settings: Settings, url: str) -> None:
     for row in shops:
         print(f"    {base}/s/{row['code']}   {row['name']} ({row['trade_name']})")
     _print_logins(settings.demo_seed)
+    print(f"  log in at {base}/login  (API: POST {base}/api/v1/auth/login)")
+    if claim and claim_code:
+        print(
+            f"  claim a shop as its owner at {base}/claim: shop code {claim['code']} ({claim['name']}),"
+            f" claim code {claim_code}, phone {claim['owner_phone']}  (a new code at each start)"
+        )
 
 
 def _print_logins(seed: int) -> None:

@@ -62,6 +62,7 @@ def demo_logins(seed: int) -> list[DemoLogin]:
         DemoLogin("merchant", password("merchant"), "merchant", "owns the first catering shop"),
         DemoLogin("inspector", password("inspector"), "inspector", f"subdistrict {DISTRICT_CODE}001"),
         DemoLogin("manager", password("manager"), "manager", f"district {DISTRICT_CODE}"),
+        DemoLogin("admin", password("admin"), "admin", "every area; accounts and the audit trail"),
     ]
 
 
@@ -244,6 +245,7 @@ async def _accounts(conn: asyncpg.Connection, seed: int, district_id: int) -> in
         ("merchant", None, "王店主"),
         ("inspector", subdistrict, "李检查员"),
         ("manager", district_id, "张科长"),
+        ("admin", None, "系统管理员"),
     ):
         account_id = await conn.fetchval(
             "INSERT INTO account (login, role, area_id, display_name, password_hash)"

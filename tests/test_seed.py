@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import AsyncIterator
+from typing import Any
 
-import argon2
 import asyncpg
 import pytest
+from litestar.testing import AsyncTestClient
 
 from merchant_code import db
 from merchant_code.district import demo_logins, seed_district
 from merchant_code.errors import Conflict
+from merchant_code.settings import Settings
 
 TODAY = datetime.date(2026, 11, 23)
 TABLES = ["area", "shop", "licence", "inspection", "violation", "review", "sentiment_item", "honour", "staff"]
@@ -82,19 +84,31 @@ async def test_every_generated_code_and_uscc_validates(conn: asyncpg.Connection)
         assert parse_uscc(row["uscc"]) == row["uscc"]
 
 
-async def test_demo_logins_work_with_the_stored_password_hashes(conn: asyncpg.Connection) -> None:
-    await seed_district(conn, shops=200, seed=5, today=TODAY)
-    hasher = argon2.PasswordHasher()
-    logins = demo_logins(5)
-    assert {login.role for login in logins} == {"merchant", "inspector", "manager"}
+async def test_demo_logins_log_in_and_each_sees_what_its_role_should(
+    conn: asyncpg.Connection, client: AsyncTestClient[Any], settings: Settings
+) -> None:
+    await seed_district(conn, shops=200, seed=settings.demo_seed, today=TODAY)
+    logins = demo_logins(settings.demo_seed)
+    assert {login.role for login in logins} == {"merchant", "inspector", "manager", "admin"}
+    seen = {}
     for login in logins:
         stored = await conn.fetchval("SELECT password_hash FROM account WHERE login = $1", login.login)
         assert stored.startswith("$argon2id$")
-        assert hasher.verify(stored, login.password)
-    owned = await conn.fetchval(
-        "SELECT count(*) FROM account_shop JOIN account a ON a.id = account_id WHERE a.login = 'merchant'"
+        response = await client.post(
+            "/api/v1/auth/login", json={"login": login.login, "password": login.password}
+        )
+        assert response.status_code == 200, login
+        headers = {"authorization": f"Bearer {response.json()['token']}"}
+        me = (await client.get("/api/v1/me", headers=headers)).json()
+        assert me["role"] == login.role
+        seen[login.role] = (me, headers)
+    assert len(seen["merchant"][0]["shops"]) >= 1
+    area_shops = (await client.get("/api/v1/inspect/shops", headers=seen["inspector"][1])).json()["items"]
+    assert area_shops and all(
+        s["area_code"].startswith(seen["inspector"][0]["area_code"]) for s in area_shops
     )
-    assert owned >= 1
+    staff = (await client.get("/api/v1/accounts", headers=seen["manager"][1])).json()["items"]
+    assert {a["login"] for a in staff} == {"inspector", "manager"}
 
 
 async def test_seeding_the_same_district_twice_is_refused(conn: asyncpg.Connection) -> None:

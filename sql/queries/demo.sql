@@ -10,3 +10,10 @@ ORDER BY s.trade, s.id;
 
 -- name: get_database_size()$
 SELECT pg_size_pretty(pg_database_size(current_database()));
+
+-- name: get_demo_claim_shop()^
+-- an active shop nobody has claimed yet, for the demo's printed claim code
+SELECT s.code, s.name, s.owner_phone FROM shop s
+WHERE s.status = 'active' AND s.claimed_at IS NULL AND s.owner_phone IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM account_shop x WHERE x.shop_id = s.id)
+ORDER BY s.id LIMIT 1;
