@@ -48,19 +48,32 @@ def run(cmd: list[str]) -> None:
         sys.exit(done.returncode)
 
 
+def _has_cjk_font() -> bool:
+    if not shutil.which("fc-list"):
+        return False
+    listed = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True)
+    return bool(listed.stdout.strip())
+
+
 def ensure_chromium() -> None:
-    """Page tests drive Debian's chromium; install it when it is missing and we may."""
-    if shutil.which("chromium") or os.environ.get("MERCHANT_CODE_CHROMIUM"):
+    """Page tests drive Debian's chromium, and Chinese pages need a Chinese font to be laid out
+    as a phone would (widths, line breaks); install what is missing when we may."""
+    packages = []
+    if not (shutil.which("chromium") or os.environ.get("MERCHANT_CODE_CHROMIUM")):
+        packages.append("chromium")
+    if not _has_cjk_font():
+        packages.append("fonts-noto-cjk")
+    if not packages:
         return
     if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
-        say("installing Debian's chromium for the page tests")
+        say(f"installing Debian's {' and '.join(packages)} for the page tests")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
             if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-                say("could not install chromium; page tests will fail")
+                say(f"could not install {' '.join(packages)}; page tests may fail")
                 return
     else:
-        say("chromium not found and cannot be installed here; page tests will fail")
+        say(f"{' and '.join(packages)} missing and cannot be installed here; page tests may fail")
 
 
 def main(argv: list[str]) -> None:
