@@ -11,7 +11,7 @@ import datetime
 import hashlib
 import secrets
 import unicodedata
-from typing import Literal
+from typing import Any, Literal
 
 import argon2
 import asyncpg
@@ -192,3 +192,10 @@ def claim_code_hash(claim_code: str) -> str:
     folded = unicodedata.normalize("NFKC", claim_code).upper().replace("-", "").replace(" ", "")
     folded = folded.translate(str.maketrans("ILO", "110"))
     return hashlib.sha256(b"merchant-code claim " + folded.encode()).hexdigest()
+
+
+async def housekeeping(state: Any) -> None:
+    """Scheduled: forget failed attempts older than the throttle window, and ended sessions."""
+    async with db.acquire(state.pool) as conn:
+        await db.queries.delete_old_auth_failures(conn, minutes=state.settings.throttle_minutes)
+        await db.queries.delete_ended_sessions(conn, days=7)

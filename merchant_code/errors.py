@@ -7,6 +7,7 @@ anything unexpected) into `application/problem+json` with no stack trace in the 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import msgspec
@@ -115,8 +116,10 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
-            field = item.get("key") or item.get("source") or "body"
-            errors.append({"field": str(field), "message": str(item.get("message", ""))})
+            message = str(item.get("message", ""))
+            errors.append(
+                {"field": _field_named(str(item.get("key") or "body"), message), "message": message}
+            )
     problem = Problem(
         type=PROBLEM_TYPE + "invalid-input",
         title="Invalid input",
@@ -127,7 +130,26 @@ def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Re
     return problem_response(request, problem)
 
 
+def _field_named(key: str, message: str) -> str:
+    """The field a person should look at: the unknown or missing one, the nested one, or the body."""
+    if unknown := re.search(r"(?:unknown|missing required) field `([^`]+)`", message):
+        prefix = "" if key in ("data", "body") else key + "."
+        return prefix + unknown.group(1)
+    if nested := re.search(r"at `\$\.([^`]+)`", message):
+        return nested.group(1)
+    return "body" if key == "data" else key
+
+
 def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    if exc.status_code == 400:  # the body could not be decoded at all (not JSON, cut short)
+        problem = Problem(
+            type=PROBLEM_TYPE + "invalid-input",
+            title="Invalid input",
+            status=400,
+            detail=f"the request body cannot be read: {exc.detail}",
+            errors=[{"field": "body", "message": str(exc.detail)}],
+        )
+        return problem_response(request, problem)
     problem = Problem(
         type="about:blank",
         title=exc.detail if exc.status_code < 500 else "Internal server error",

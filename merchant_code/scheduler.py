@@ -21,7 +21,9 @@ class Job(msgspec.Struct, frozen=True):
 
 def registered_jobs() -> list[Job]:
     """Every periodic job; the issues that add feeds, pushes and cases add theirs here."""
-    return []
+    from merchant_code import auth
+
+    return [Job(id="auth-housekeeping", func=auth.housekeeping, seconds=600)]
 
 
 def start_scheduler(state: Any, jobs: list[Job]) -> AsyncIOScheduler:

@@ -263,12 +263,20 @@ async def test_a_logged_in_merchant_adds_a_second_shop(
 
 
 async def test_unknown_and_malformed_fields_are_named(client: AsyncTestClient[Any]) -> None:
-    unknown = await client.post("/api/v1/auth/login", json={"login": "a", "password": "b", "admin": True})
-    assert unknown.status_code == 400
-    assert "admin" in unknown.text
-    missing = await client.post("/api/v1/auth/login", json={"login": "a"})
-    assert missing.status_code == 400 and "password" in missing.text
-    assert "Traceback" not in missing.text
+    async def fields(body: bytes) -> list[str]:
+        response = await client.post(
+            "/api/v1/auth/login", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "Traceback" not in response.text
+        return [e["field"] for e in response.json()["errors"]]
+
+    assert await fields(b'{"login": "a", "password": "b", "admin": true}') == ["admin"]
+    assert await fields(b'{"login": "a"}') == ["password"]
+    assert await fields(b'{"login": 1, "password": "b"}') == ["login"]
+    assert await fields(b'{"login": "a",') == ["body"]
+    assert await fields(b"[]") == ["body"]
 
 
 async def test_a_body_over_the_limit_is_refused_with_413(client: AsyncTestClient[Any]) -> None:
@@ -301,3 +309,50 @@ def test_claim_codes_are_long_random_and_forgiving_to_type() -> None:
     assert len(code) == 19 and code.count("-") == 3
     assert auth.claim_code_hash(code.lower().replace("-", " ")) == auth.claim_code_hash(code)
     assert auth.new_claim_code() != code
+
+
+async def test_housekeeping_forgets_old_failures_and_ended_sessions(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    from litestar.datastructures import State
+
+    from merchant_code import db
+    from merchant_code.scheduler import registered_jobs
+    from merchant_code.settings import Settings
+
+    account_id = await factories.account(conn, "owner", "admin")
+    await conn.execute(
+        "INSERT INTO auth_attempt (key, at) VALUES ('login:owner', now() - interval '1 hour'),"
+        " ('login:owner', now())"
+    )
+    await conn.execute(
+        "INSERT INTO session (id, account_id, expires_at) VALUES ('OLD', $1, now() - interval '8 days'),"
+        " ('LIVE', $1, now() + interval '1 hour')",
+        account_id,
+    )
+    job = next(j for j in registered_jobs() if j.id == "auth-housekeeping")
+    pool = await db.create_pool(db_url)
+    try:
+        await job.func(State({"pool": pool, "settings": Settings(database_url=db_url)}))
+    finally:
+        await pool.close()
+    assert await conn.fetchval("SELECT count(*) FROM auth_attempt") == 1
+    assert [r["id"] for r in await conn.fetch("SELECT id FROM session")] == ["LIVE"]
+
+
+def test_the_signing_key_is_made_once_kept_private_and_reused(tmp_path: Any) -> None:
+    import stat
+
+    from merchant_code.secret import signing_key
+    from merchant_code.settings import Settings
+
+    settings = Settings(data_dir=str(tmp_path))
+    first = signing_key(settings)
+    assert len(first) >= 32
+    mode = stat.S_IMODE((tmp_path / "secret_key").stat().st_mode)
+    assert mode == 0o600
+    assert signing_key(settings) == first  # a restart keeps every session valid
+    configured = Settings(data_dir=str(tmp_path), secret_key="k" * 40)
+    assert signing_key(configured) == b"k" * 40
+    with pytest.raises(ValueError, match="at least 32"):
+        Settings(secret_key="short")

@@ -86,3 +86,9 @@ FROM account a LEFT JOIN area ar ON ar.id = a.area_id
 WHERE (:prefix::text IS NULL OR ar.path = :prefix OR ar.path LIKE :prefix || '.%')
   AND a.login > :after
 ORDER BY a.login LIMIT :limit;
+
+-- name: delete_ended_sessions(days)!
+-- Sessions that expired or were revoked more than `days` ago are of no use to anyone.
+DELETE FROM session
+WHERE expires_at < now() - make_interval(days => :days)
+   OR revoked_at < now() - make_interval(days => :days);
