@@ -61,20 +61,36 @@ def token_of(scope: Scope) -> tuple[str | None, bool]:
     return None, False
 
 
-def cross_site(scope: Scope) -> bool:
-    """A state-changing request whose Origin is another site: a cookie must not authorise it."""
+def cross_site(scope: Scope, public_url: str | None) -> bool:
+    """A state-changing request sent by a page of another site (its Origin is neither this host
+    nor the configured public URL). Refused whether or not it carries a session: a forged login
+    form would otherwise log a victim into the attacker's account."""
     if scope.get("method", "GET") in SAFE_METHODS:
         return False
     origin = _header(scope, b"origin")
-    if origin is None or origin == "null":
-        return origin == "null"
-    host = _header(scope, b"host") or ""
-    return urlsplit(origin).netloc != host
+    if origin is None:  # not sent by a browser page (curl, an app, an old browser's same-site form)
+        return False
+    if origin == "null":
+        return True
+    here = {_header(scope, b"host") or ""}
+    if public_url:
+        here.add(urlsplit(public_url).netloc)
+    return urlsplit(origin).netloc not in here
 
 
-def client_address(scope: Scope) -> str | None:
+def client_address(scope: Scope, trusted_proxies: frozenset[str] = frozenset()) -> str | None:
+    """The caller's address; behind a trusted proxy, the last address it added to X-Forwarded-For
+    that is not itself a trusted proxy."""
     client = scope.get("client")
-    return str(client[0]) if client else None
+    peer = str(client[0]) if client else None
+    if peer is None or peer not in trusted_proxies:
+        return peer
+    forwarded = _header(scope, b"x-forwarded-for")
+    hops = [hop.strip() for hop in (forwarded or "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted_proxies:
+            return hop
+    return peer
 
 
 class IdentityMiddleware(ASGIMiddleware):
@@ -92,11 +108,12 @@ class IdentityMiddleware(ASGIMiddleware):
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and REQUEST_ID.match(incoming) else secrets.token_hex(8)
         state["request_id"] = request_id
-        token, from_cookie = token_of(scope)
-        if token and from_cookie and cross_site(scope):
-            state["auth_error"] = "a request from another site cannot use your session"
-        elif token:
-            app_state = scope["litestar_app"].state
+        app_state = scope["litestar_app"].state
+        settings = app_state.settings
+        state["client_address"] = client_address(scope, settings.trusted_proxy_set)
+        state["cross_site"] = cross_site(scope, settings.public_url)
+        token, _ = token_of(scope)
+        if token and not state["cross_site"]:
             try:
                 async with app_state.pool.acquire() as conn:
                     state["principal"] = await auth.principal_for(conn, app_state.signing_key, token)
@@ -119,6 +136,8 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Princip
 
 
 def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    if connection.scope.get("state", {}).get("cross_site"):
+        raise Forbidden("a page of another site cannot send this request")
     rule = handler.opt.get("access")
     if rule is None and connection.scope.get("method") == "OPTIONS":
         return  # Litestar's automatic OPTIONS answer says only which methods exist
@@ -144,6 +163,11 @@ def require_shop(principal: auth.Principal | None, shop_id: int, area_path: str)
 
 def provide_principal(request: Request[Any, Any, Any]) -> auth.Principal | None:
     return principal_of(request)
+
+
+def client_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    value: str | None = connection.scope.get("state", {}).get("client_address")
+    return value
 
 
 def request_id_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:

@@ -3,7 +3,9 @@
 Each row's hash is sha256(previous hash + the row's canonical JSON), so editing, inserting or
 deleting a row breaks the chain at that row. Appends take a transaction-scoped advisory lock and
 read the last hash under it, so concurrent writers line up and the chain never forks; the lock
-is released at commit, which is when the row becomes visible to the next writer.
+is released at commit, which is when the row becomes visible to the next writer. (This relies
+on READ COMMITTED, PostgreSQL's default and the only level the service uses: each statement
+sees what committed before it.)
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ class Broken(msgspec.Struct, frozen=True):
     reason: str
 
 
-def digest(prev: bytes | None, event: Event) -> bytes:
+def digest(prev: bytes | None, event: Event, detail_text: str) -> bytes:
+    """sha256(previous hash + canonical JSON of the row). `detail` enters as the text PostgreSQL
+    prints for the stored jsonb, so what is hashed is exactly what is stored (numbers included)."""
     body = msgspec.json.encode(
         {
             "id": event.id,
@@ -47,7 +51,7 @@ def digest(prev: bytes | None, event: Event) -> bytes:
             "object_type": event.object_type,
             "object_id": event.object_id,
             "request_id": event.request_id,
-            "detail": event.detail,
+            "detail": detail_text,
         },
         order="sorted",
     )
@@ -77,11 +81,11 @@ async def append(
         object_type=object_type,
         object_id=object_id,
         request_id=request_id,
-        # through JSON and back, so the hash covers exactly what jsonb will hand back
-        detail=msgspec.json.decode(msgspec.json.encode(detail or {})),
+        detail=detail or {},
     )
+    detail_text = await db.queries.get_jsonb_text(conn, value=event.detail)
     await db.queries.create_audit_event(
-        conn, **msgspec.structs.asdict(event), prev_hash=prev, hash=digest(prev, event)
+        conn, **msgspec.structs.asdict(event), prev_hash=prev, hash=digest(prev, event, detail_text)
     )
     return event.id
 
@@ -99,7 +103,7 @@ async def verify(conn: asyncpg.Connection, batch: int = 5000) -> tuple[int, Brok
             event = msgspec.convert({k: row[k] for k in Event.__struct_fields__}, Event)
             if row["prev_hash"] != prev:
                 return checked, Broken(event.id, "its prev_hash is not the hash of the row before it")
-            if row["hash"] != digest(prev, event):
+            if row["hash"] != digest(prev, event, row["detail_text"]):
                 return checked, Broken(event.id, "its content does not match its hash")
             prev = row["hash"]
             after = event.id

@@ -13,6 +13,7 @@ import secrets
 import unicodedata
 from typing import Any, Literal
 
+import anyio.to_thread
 import argon2
 import asyncpg
 import jwt
@@ -106,18 +107,41 @@ def attempt_keys(kind: str, subject: str, client: str | None) -> list[tuple[str,
     return keys
 
 
-async def throttle(conn: asyncpg.Connection, keys: list[tuple[str, int]], limit: int, minutes: int) -> None:
-    for key, factor in keys:
-        failures = await db.queries.count_recent_auth_failures(conn, key=key, minutes=minutes)
-        if failures >= limit * factor:
+async def begin_attempt(
+    conn: asyncpg.Connection, keys: list[tuple[str, int]], limit: int, minutes: int
+) -> list[int]:
+    """Record an attempt before checking it, then count the attempts recorded before it: so
+    guesses sent in parallel count against each other. `conn` must not be in a transaction (the
+    record has to be visible to the others at once, and survive the request failing). Returns
+    the attempt's ids: `attempt_succeeded` removes them, a failure leaves them counted."""
+    ids: list[int] = await db.queries.create_auth_attempts(conn, keys=[key for key, _ in keys])
+    for (key, factor), attempt_id in zip(keys, ids, strict=True):
+        before = await db.queries.count_auth_attempts_before(conn, key=key, minutes=minutes, id=attempt_id)
+        if before > limit * factor:
+            await db.queries.delete_auth_attempts(conn, ids=ids)  # a refused attempt does not extend the wait
             raise TooManyAttempts(
                 f"too many failed attempts; try again in {minutes} minutes",
                 retry_after=minutes * 60,
             )
+    return ids
 
 
-async def record_failure(conn: asyncpg.Connection, keys: list[tuple[str, int]]) -> None:
-    await db.queries.create_auth_failures(conn, keys=[key for key, _ in keys])
+async def attempt_succeeded(conn: asyncpg.Connection, ids: list[int], forget: str | None = None) -> None:
+    """Un-count a successful attempt; `forget` also clears the earlier failures of that key."""
+    await db.queries.delete_auth_attempts(conn, ids=ids)
+    if forget is not None:
+        await db.queries.delete_auth_failures(conn, keys=[forget])
+
+
+async def hash_password_off_loop(password: str) -> str:
+    """argon2 takes tens of milliseconds of CPU: keep it off the event loop."""
+    hashed: str = await anyio.to_thread.run_sync(hash_password, password)
+    return hashed
+
+
+async def verify_password_off_loop(stored: str | None, password: str) -> bool:
+    ok: bool = await anyio.to_thread.run_sync(verify_password, stored, password)
+    return ok
 
 
 async def open_session(
@@ -161,12 +185,11 @@ async def log_in(
     any request transaction, so that refusing the login does not roll the record back."""
     keys = attempt_keys("login", login, client)
     async with db.acquire(pool) as conn:
-        await throttle(conn, keys, settings.throttle_failures, settings.throttle_minutes)
+        ids = await begin_attempt(conn, keys, settings.throttle_failures, settings.throttle_minutes)
         row = await db.queries.get_account_for_login(conn, login=login.lower())
-        ok = verify_password(row["password_hash"] if row else None, password)
+        ok = await verify_password_off_loop(row["password_hash"] if row else None, password)
         if not ok or row is None or row["disabled"]:
-            await record_failure(conn, keys)
-            raise Unauthorized(BAD_LOGIN)
+            raise Unauthorized(BAD_LOGIN)  # the attempt stays recorded as a failure
         async with conn.transaction():
             token, expires = await open_session(conn, key, row["id"], settings.token_minutes, client)
             await audit.append(
@@ -177,7 +200,7 @@ async def log_in(
                 object_id=login.lower(),
                 request_id=request_id,
             )
-            await db.queries.delete_auth_failures(conn, keys=[keys[0][0]])
+        await attempt_succeeded(conn, ids, forget=keys[0][0])
         return Session(token=token, expires_at=expires, login=login.lower(), role=row["role"])
 
 

@@ -17,11 +17,20 @@ def signing_key(settings: Settings) -> bytes:
     try:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # written whole under a private name, then linked into place: a worker starting at
+            # the same moment either sees no file or the complete key, never an empty one
+            draft = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_urlsafe(48))
-        key = path.read_text().strip()
-    except FileExistsError:  # another worker wrote it first
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(draft, path)
+            except FileExistsError:  # another worker's key won; use it
+                pass
+            finally:
+                draft.unlink()
         key = path.read_text().strip()
     except OSError as exc:
         raise StartupError(f"cannot keep the signing key in {path}: {exc.strerror or exc}") from None

@@ -50,6 +50,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # failed logins or claims allowed per account and per address in `throttle_minutes`
     throttle_failures: Annotated[int, msgspec.Meta(ge=1)] = 5
     throttle_minutes: Annotated[int, msgspec.Meta(ge=1)] = 15
+    # comma-separated addresses of reverse proxies whose X-Forwarded-For is believed
+    trusted_proxies: str = ""
+
+    @property
+    def trusted_proxy_set(self) -> frozenset[str]:
+        return frozenset(a.strip() for a in self.trusted_proxies.split(",") if a.strip())
 
     def __post_init__(self) -> None:
         for name in ("database_url", "replica_url"):

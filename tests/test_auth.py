@@ -3,6 +3,7 @@ that end when they should, throttling, claims, and the limits on what a request 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import json
@@ -181,11 +182,53 @@ async def test_the_login_page_sets_a_session_cookie_the_pages_accept(
 
     # a form posted from another site cannot use the cookie
     cross = await client.post("/logout", headers={"origin": "https://evil.example"}, follow_redirects=False)
-    assert cross.headers["location"].startswith("/login")
+    assert cross.status_code == 403
     assert (await client.get("/me", follow_redirects=False)).status_code == 200
     same = await client.post("/logout", headers={"origin": "http://testserver.local"}, follow_redirects=False)
     assert same.status_code == 303
     assert (await client.get("/me", follow_redirects=False)).status_code == 303
+
+
+async def test_a_login_form_posted_from_another_site_is_refused(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    """Login CSRF: an attacker's page must not log a victim into the attacker's account (whose
+    claims would then hand the victim's shop to the attacker)."""
+    await factories.account(conn, "attacker", "merchant")
+    form = {"login": "attacker", "password": w.PASSWORD}
+    forged = await client.post(
+        "/login", data=form, headers={"origin": "https://evil.example"}, follow_redirects=False
+    )
+    assert forged.status_code == 403 and "set-cookie" not in forged.headers
+    sandboxed = await client.post("/login", data=form, headers={"origin": "null"}, follow_redirects=False)
+    assert sandboxed.status_code == 403
+    own = await client.post(
+        "/login", data=form, headers={"origin": "http://testserver.local"}, follow_redirects=False
+    )
+    assert own.status_code == 303
+
+
+async def test_parallel_guesses_count_against_each_other(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    await factories.account(conn, "owner", "admin")
+    answers = await asyncio.gather(*(_login(client, "owner", f"guess {n}") for n in range(12)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(401) <= 5 and statuses.count(429) >= 7, statuses
+
+
+async def test_wrong_current_passwords_are_throttled_too(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    await factories.account(conn, "owner", "admin")
+    token = (await _login(client, "owner", w.PASSWORD)).json()["token"]
+    wrong = {"current_password": "a guess at it", "new_password": "a brand new password"}
+    for _ in range(5):
+        response = await client.post("/api/v1/auth/password", json=wrong, headers=bearer(token))
+        assert response.status_code == 422
+    right = {**wrong, "current_password": w.PASSWORD}
+    response = await client.post("/api/v1/auth/password", json=right, headers=bearer(token))
+    assert response.status_code == 429
 
 
 async def test_a_page_without_a_session_sends_you_to_log_in_and_back(client: AsyncTestClient[Any]) -> None:
@@ -243,6 +286,43 @@ async def test_a_wrong_claim_code_and_a_wrong_phone_get_the_same_answer(
         "/api/v1/claims", json={**base, "claim_code": claim_code, "phone": "13812341234"}
     )
     assert right.status_code == 429  # five failures on this shop: even the right code waits
+
+
+async def test_a_new_claim_takes_the_shop_from_its_previous_owner(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    shop_id, code = await factories.shop(conn, owner_phone="13812341234")
+    await factories.account(conn, "old.owner", "merchant", shop_ids=(shop_id,))
+    old = (await _login(client, "old.owner", w.PASSWORD)).json()["token"]
+    claim_code = await accounts.issue_claim_code(conn, code)
+    body = {"shop_code": code, "claim_code": claim_code, "phone": "13812341234"}
+    response = await client.post("/api/v1/claims", json={**body, "login": "new.owner", "password": "x" * 12})
+    assert response.status_code == 201
+    assert (await client.get(f"/api/v1/merchant/shops/{code}", headers=bearer(old))).status_code == 404
+    new = bearer(response.json()["token"])
+    assert (await client.get(f"/api/v1/merchant/shops/{code}", headers=new)).status_code == 200
+
+
+async def test_a_taken_login_does_not_use_up_the_claim_code(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    _, code = await factories.shop(conn, owner_phone="13812341234")
+    await factories.account(conn, "wang", "admin")
+    claim_code = await accounts.issue_claim_code(conn, code)
+    body = {"shop_code": code, "claim_code": claim_code, "phone": "13812341234", "password": "x" * 12}
+    taken = await client.post("/api/v1/claims", json={**body, "login": "wang"})
+    assert taken.status_code == 422 and taken.json()["errors"][0]["field"] == "login"
+    assert (await client.post("/api/v1/claims", json={**body, "login": "wang2"})).status_code == 201
+
+
+async def test_a_shop_without_an_owner_phone_cannot_be_claimed_with_any_phone(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    _, code = await factories.shop(conn, owner_phone="")
+    claim_code = await accounts.issue_claim_code(conn, code)
+    body = {"shop_code": code, "claim_code": claim_code, "phone": "", "login": "wang", "password": "x" * 12}
+    for phone in ("", "---"):
+        assert (await client.post("/api/v1/claims", json={**body, "phone": phone})).status_code in (400, 401)
 
 
 async def test_a_logged_in_merchant_adds_a_second_shop(
@@ -356,3 +436,38 @@ def test_the_signing_key_is_made_once_kept_private_and_reused(tmp_path: Any) -> 
     assert signing_key(configured) == b"k" * 40
     with pytest.raises(ValueError, match="at least 32"):
         Settings(secret_key="short")
+
+
+def test_the_client_address_comes_from_a_trusted_proxy_only() -> None:
+    from merchant_code.access import client_address, cross_site
+
+    scope: Any = {"client": ("10.0.0.2", 5000), "headers": [(b"x-forwarded-for", b"1.2.3.4, 203.0.113.9")]}
+    assert client_address(scope) == "10.0.0.2"  # no proxy trusted: the header is anyone's to write
+    assert client_address(scope, frozenset({"10.0.0.2"})) == "203.0.113.9"
+    assert client_address(scope, frozenset({"10.0.0.2", "203.0.113.9"})) == "1.2.3.4"
+
+    post: Any = {
+        "method": "POST",
+        "headers": [(b"host", b"10.0.0.5:8000"), (b"origin", b"https://shop.gov.example")],
+    }
+    assert cross_site(post, None)
+    assert not cross_site(post, "https://shop.gov.example")  # behind a proxy that rewrites Host
+    assert not cross_site({**post, "method": "GET"}, None)
+
+
+def _key_in_another_process(folder: str) -> bytes:
+    from merchant_code.secret import signing_key
+    from merchant_code.settings import Settings
+
+    return signing_key(Settings(data_dir=folder))
+
+
+def test_workers_starting_together_agree_on_one_signing_key(tmp_path: Any) -> None:
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(6, mp_context=context) as pool:
+        keys = list(pool.map(_key_in_another_process, [str(tmp_path)] * 12))
+    assert len(set(keys)) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]  # no draft left behind

@@ -67,7 +67,7 @@ async def _log_in(request: Request[Any, Any, Any], state: State, login: str, pas
         settings=state.settings,
         login=login,
         password=password,
-        client=access.client_address(request.scope),
+        client=access.client_of(request),
         request_id=access.request_id_of(request),
     )
 
@@ -104,25 +104,39 @@ async def end_session(conn: asyncpg.Connection, principal: auth.Principal, reque
 @post("/api/v1/auth/password", opt={"access": "login"}, tags=["auth"], status_code=HTTP_204_NO_CONTENT)
 async def api_password(
     request: Request[Any, Any, Any],
+    state: State,
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
     data: JSONBody[PasswordBody],
 ) -> None:
     """Change the password; every other session of the account ends."""
-    await change_password(conn, principal, data, access.request_id_of(request))
+    await change_password(conn, state, principal, data, access.request_id_of(request))
 
 
 async def change_password(
-    conn: asyncpg.Connection, principal: auth.Principal, data: PasswordBody, request_id: str | None
+    conn: asyncpg.Connection,
+    state: State,
+    principal: auth.Principal,
+    data: PasswordBody,
+    request_id: str | None,
 ) -> None:
-    stored = await db.queries.get_password_hash(conn, account_id=principal.account_id)
-    if not auth.verify_password(stored, data.current_password):
-        raise InvalidInput("current_password", "the current password is wrong")
+    """Someone holding a stolen session must not be able to guess the password behind it: wrong
+    current passwords are throttled like logins, recorded on a connection of their own."""
+    settings = state.settings
+    async with db.acquire(state.pool) as side:
+        keys = [(f"password:{principal.account_id}", 1)]
+        ids = await auth.begin_attempt(side, keys, settings.throttle_failures, settings.throttle_minutes)
+        stored = await db.queries.get_password_hash(side, account_id=principal.account_id)
+        if not await auth.verify_password_off_loop(stored, data.current_password):
+            raise InvalidInput("current_password", "the current password is wrong")
+        await auth.attempt_succeeded(side, ids, forget=keys[0][0])
     auth.check_new_password(data.new_password)
     if data.new_password == data.current_password:
         raise InvalidInput("new_password", "the new password must differ from the current one")
     await db.queries.update_password(
-        conn, account_id=principal.account_id, password_hash=auth.hash_password(data.new_password)
+        conn,
+        account_id=principal.account_id,
+        password_hash=await auth.hash_password_off_loop(data.new_password),
     )
     await db.queries.revoke_sessions_of_account(
         conn, account_id=principal.account_id, keep=principal.session_id
@@ -227,6 +241,7 @@ async def me_page(
 @post("/me/password", opt={"access": "login"}, tags=["pages"], include_in_schema=False)
 async def password_submit(
     request: Request[Any, Any, Any],
+    state: State,
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
     data: URLEncodedBody[PasswordForm],
@@ -234,9 +249,10 @@ async def password_submit(
 ) -> Response[Any]:
     try:
         body = PasswordBody(current_password=data.current_password, new_password=data.new_password)
-        await change_password(conn, principal, body, access.request_id_of(request))
-    except InvalidInput as exc:
+        await change_password(conn, state, principal, body, access.request_id_of(request))
+    except (InvalidInput, auth.TooManyAttempts) as exc:
         me = await me_of(conn, principal)
-        context = {"en": english(request, lang), "me": me, "error": exc.field, "changed": False}
-        return Template("me.html.j2", context=context, status_code=422)
+        error = exc.field if isinstance(exc, InvalidInput) else "throttled"
+        context = {"en": english(request, lang), "me": me, "error": error, "changed": False}
+        return Template("me.html.j2", context=context, status_code=exc.status)
     return Redirect(path="/me?changed=true", status_code=303)

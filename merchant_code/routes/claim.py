@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hmac
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -44,6 +45,16 @@ def _digits(phone: str) -> str:
     return "".join(ch for ch in phone if ch.isdigit())[-11:]
 
 
+def _matches(shop: asyncpg.Record, hashed: str, phone: str) -> bool:
+    """The claim code is the shop's unused one and the phone is the owner's on record (a record
+    without a usable phone number cannot be claimed this way)."""
+    stored_hash, stored_phone = shop["claim_code_hash"], shop["owner_phone"] or ""
+    if stored_hash is None or len(_digits(stored_phone)) < 7:
+        return False
+    same_code = hmac.compare_digest(stored_hash, hashed)
+    return same_code and hmac.compare_digest(_digits(stored_phone), _digits(phone))
+
+
 async def claim(
     pool: asyncpg.Pool,
     *,
@@ -64,55 +75,78 @@ async def claim(
             raise InvalidInput("password", "choose a password for the new account")
         auth.check_new_password(body.password)
     keys = auth.attempt_keys("claim", code, client)
+    # hashed before any row is locked: argon2 is slow on purpose
+    password_hash = (
+        await auth.hash_password_off_loop(body.password) if principal is None and body.password else None
+    )
     async with db.acquire(pool) as conn:
-        await auth.throttle(conn, keys, settings.throttle_failures, settings.throttle_minutes)
+        ids = await auth.begin_attempt(conn, keys, settings.throttle_failures, settings.throttle_minutes)
         shop = await db.queries.get_shop_for_claim(conn, code=code)
         hashed = auth.claim_code_hash(body.claim_code)
-        matches = (
-            shop is not None
-            and shop["claim_code_hash"] is not None
-            and shop["claim_code_hash"] == hashed
-            and shop["owner_phone"] is not None
-            and _digits(shop["owner_phone"]) == _digits(body.phone)
-        )
-        if not matches or shop is None:
-            await auth.record_failure(conn, keys)
-            raise Unauthorized(WRONG_CLAIM)
-        async with conn.transaction():
-            if await db.queries.use_claim_code(conn, id=shop["id"], claim_code_hash=hashed) is None:
-                raise Unauthorized(WRONG_CLAIM)  # claimed a moment ago by a simultaneous request
-            token = expires = None
-            if principal is None:
-                assert body.login is not None and body.password is not None
-                if await db.queries.get_account_by_login(conn, login=body.login) is not None:
-                    raise InvalidInput("login", "this login is taken; choose another")
-                account_id = await db.queries.create_account(
-                    conn,
-                    login=body.login,
-                    role="merchant",
-                    area_id=None,
-                    display_name=body.display_name or body.login,
-                    phone=shop["owner_phone"],
-                    password_hash=auth.hash_password(body.password),
-                    permissions=[],
-                )
-                login = body.login
-            else:
-                account_id, login = principal.account_id, principal.login
-            await db.queries.link_account_shop(conn, account_id=account_id, shop_id=shop["id"])
-            await audit.append(
-                conn,
-                actor=account_id,
-                action="shop.claim",
-                object_type="shop",
-                object_id=code,
-                request_id=request_id,
+        if shop is None or not _matches(shop, hashed, body.phone):
+            raise Unauthorized(WRONG_CLAIM)  # the attempt stays recorded as a failure
+        try:
+            done = await _take_shop(
+                conn, shop, hashed, body, password_hash, principal, key, settings, client, request_id
             )
-            if principal is None:
-                token, expires = await auth.open_session(
-                    conn, key, account_id, settings.token_minutes, client
-                )
-        await db.queries.delete_auth_failures(conn, keys=[keys[0][0]])
+        except InvalidInput:
+            await auth.attempt_succeeded(conn, ids)  # the code was right; only the login needs changing
+            raise
+        await auth.attempt_succeeded(conn, ids, forget=keys[0][0])
+    return done
+
+
+async def _take_shop(
+    conn: asyncpg.Connection,
+    shop: asyncpg.Record,
+    hashed: str,
+    body: ClaimBody,
+    password_hash: str | None,
+    principal: auth.Principal | None,
+    key: bytes,
+    settings: Any,
+    client: str | None,
+    request_id: str | None,
+) -> Claimed:
+    """One transaction: use the code, replace the shop's owners, make or reuse the account."""
+    code = shop["code"]
+    async with conn.transaction():
+        if await db.queries.use_claim_code(conn, id=shop["id"], claim_code_hash=hashed) is None:
+            raise Unauthorized(WRONG_CLAIM)  # claimed a moment ago by a simultaneous request
+        # whoever owned the shop before (an earlier operator) loses it with the new claim
+        replaced = await db.queries.unlink_shop_owners(conn, shop_id=shop["id"])
+        token = expires = None
+        if principal is None:
+            assert body.login is not None and password_hash is not None
+            try:
+                async with conn.transaction():
+                    account_id = await db.queries.create_account(
+                        conn,
+                        login=body.login,
+                        role="merchant",
+                        area_id=None,
+                        display_name=body.display_name or body.login,
+                        phone=shop["owner_phone"],
+                        password_hash=password_hash,
+                        permissions=[],
+                    )
+            except asyncpg.UniqueViolationError:
+                raise InvalidInput("login", "this login is taken; choose another") from None
+            login = body.login
+        else:
+            account_id, login = principal.account_id, principal.login
+        await db.queries.link_account_shop(conn, account_id=account_id, shop_id=shop["id"])
+        await audit.append(
+            conn,
+            actor=account_id,
+            action="shop.claim",
+            object_type="shop",
+            object_id=code,
+            request_id=request_id,
+            detail={"replaced_owners": replaced},
+        )
+        if principal is None:
+            token, expires = await auth.open_session(conn, key, account_id, settings.token_minutes, client)
     return Claimed(login=login, shop_code=code, token=token, expires_at=expires)
 
 
@@ -133,7 +167,7 @@ async def api_claim(
         key=state.signing_key,
         body=data,
         principal=principal,
-        client=access.client_address(request.scope),
+        client=access.client_of(request),
         request_id=access.request_id_of(request),
     )
 
@@ -185,7 +219,7 @@ async def claim_submit(
             key=state.signing_key,
             body=body,
             principal=principal,
-            client=access.client_address(request.scope),
+            client=access.client_of(request),
             request_id=access.request_id_of(request),
         )
     except (DomainError, msgspec.ValidationError) as exc:

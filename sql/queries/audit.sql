@@ -14,8 +14,13 @@ OVERRIDING SYSTEM VALUE
 VALUES (:id, :at, :actor_account_id, :action, :object_type, :object_id, :request_id, :detail,
         :prev_hash, :hash);
 
+-- name: get_jsonb_text(value)$
+-- how PostgreSQL will print the value once stored as jsonb: what the audit hash covers
+SELECT (:value::jsonb)::text;
+
 -- name: list_audit_chain(after, batch)
-SELECT id, at, actor_account_id, action, object_type, object_id, request_id, detail, prev_hash, hash
+SELECT id, at, actor_account_id, action, object_type, object_id, request_id, detail,
+       detail::text AS detail_text, prev_hash, hash
 FROM audit_event WHERE id > :after ORDER BY id LIMIT :batch;
 
 -- name: list_audit_events(before, limit)

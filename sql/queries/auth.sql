@@ -1,14 +1,21 @@
 -- name: get_account_for_login(login)^
 SELECT id, role, password_hash, disabled_at IS NOT NULL AS disabled FROM account WHERE login = :login;
 
--- name: count_recent_auth_failures(key, minutes)$
-SELECT count(*) FROM auth_attempt WHERE key = :key AND at > now() - make_interval(mins => :minutes);
+-- name: count_auth_attempts_before(key, minutes, id)$
+-- attempts on this key within the window recorded before (or as) this one
+SELECT count(*) FROM auth_attempt
+WHERE key = :key AND id <= :id AND at > now() - make_interval(mins => :minutes);
+
+-- name: delete_auth_attempts(ids)!
+DELETE FROM auth_attempt WHERE id = ANY(:ids::bigint[]);
 
 -- name: delete_old_auth_failures(minutes)!
 DELETE FROM auth_attempt WHERE at < now() - make_interval(mins => :minutes);
 
--- name: create_auth_failures(keys)!
-INSERT INTO auth_attempt (key) SELECT unnest(:keys::text[]);
+-- name: create_auth_attempts(keys)$
+WITH made AS (INSERT INTO auth_attempt (key) SELECT k FROM unnest(:keys::text[]) WITH ORDINALITY AS u(k, n)
+              ORDER BY n RETURNING id)
+SELECT array_agg(id ORDER BY id) FROM made;
 
 -- name: delete_auth_failures(keys)!
 DELETE FROM auth_attempt WHERE key = ANY(:keys::text[]);
@@ -57,6 +64,10 @@ FROM account a LEFT JOIN area ar ON ar.id = a.area_id WHERE a.login = :login;
 INSERT INTO account (login, role, area_id, display_name, phone, password_hash, permissions)
 VALUES (:login, :role, :area_id, :display_name, :phone, :password_hash, :permissions)
 RETURNING id;
+
+-- name: unlink_shop_owners(shop_id)$
+WITH gone AS (DELETE FROM account_shop WHERE shop_id = :shop_id RETURNING account_id)
+SELECT count(*) FROM gone;
 
 -- name: link_account_shop(account_id, shop_id)!
 INSERT INTO account_shop (account_id, shop_id) VALUES (:account_id, :shop_id) ON CONFLICT DO NOTHING;
