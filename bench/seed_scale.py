@@ -94,7 +94,9 @@ async def run(url: str, shops: int, seed: int) -> dict[str, object]:
         "ratio_bare_copy_rate_to_seed_rate": round((shops / base_s) / (total_rows / summary.seconds), 1),
         "database_bytes": size,
         "database_gib": round(size / 2**30, 2),
-        "counts": {f: getattr(summary, f) for f in summary.__struct_fields__ if f != "seconds"},
+        "profile_seconds": round(summary.profile_seconds, 1),
+        "profiles_per_second": round(summary.profiles / summary.profile_seconds) if summary.profiles else 0,
+        "counts": {f: getattr(summary, f) for f in summary.__struct_fields__ if not f.endswith("seconds")},
     }
 
 

@@ -18,7 +18,8 @@ from litestar.types import ControllerRouterHandler
 
 from merchant_code import __version__, access, db, migrate
 from merchant_code.errors import StartupError, Unauthorized, problem_handlers
-from merchant_code.routes import admin, auth, claim, health, scan, shops
+from merchant_code.profile_cache import ProfileCache
+from merchant_code.routes import admin, auth, claim, complaints, health, qr, records, scan, shops
 from merchant_code.scheduler import registered_jobs, start_scheduler
 from merchant_code.secret import signing_key
 from merchant_code.settings import Settings
@@ -47,6 +48,29 @@ ROUTES: list[ControllerRouterHandler] = [
     shops.inspect_shop,
     admin.list_accounts,
     admin.list_audit,
+    records.api_submit_licence,
+    records.api_submit_staff,
+    records.api_submit_honour,
+    records.page_submit_licence,
+    records.page_submit_staff,
+    records.page_submit_honour,
+    records.page_details,
+    records.api_reply,
+    records.page_reply,
+    records.api_file_inspection,
+    records.page_file_inspection,
+    records.api_review,
+    records.page_review,
+    records.api_pending,
+    records.api_due,
+    complaints.api_complaint,
+    complaints.complaint_page,
+    complaints.complaint_submit,
+    complaints.track,
+    qr.sticker_svg,
+    qr.sticker_png,
+    qr.poster_svg,
+    qr.key_set,
 ]
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -94,7 +118,12 @@ def create_app(settings: Settings) -> Litestar:
             ),
         ),
         state=State(
-            {"settings": settings, "migrations": migrate.load(), "signing_key": signing_key(settings)}
+            {
+                "settings": settings,
+                "migrations": migrate.load(),
+                "signing_key": signing_key(settings),
+                "profile_cache": ProfileCache(settings.scan_cache_entries),
+            }
         ),
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         debug=False,

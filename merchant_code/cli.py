@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from merchant_code import commands
 from merchant_code.embedded import embedded_postgres
@@ -53,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("login")
     reset.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
 
+    prof = sub.add_parser("profiles", help="shop profiles")
+    prof.add_argument("action", choices=["rebuild"], help="rebuild: every shop's profile, now")
+
     audit = sub.add_parser("audit", help="check the audit trail")
     audit.add_argument("action", choices=["verify"], help="verify: recompute the hash chain")
 
@@ -60,7 +64,27 @@ def _parser() -> argparse.ArgumentParser:
     shop_sub = shop.add_subparsers(dest="action", required=True)
     claim = shop_sub.add_parser("claim-code", help="issue a new one-time claim code for a shop's QR letter")
     claim.add_argument("code")
+    _qr_parser(sub)
     return parser
+
+
+def _qr_parser(sub: Any) -> None:
+    qr = sub.add_parser("qr", help="signed QR stickers: verify, keys, revoked codes, batch sheets")
+    qr_sub = qr.add_subparsers(dest="action", required=True)
+    verify = qr_sub.add_parser("verify", help="check a scanned sticker payload; exit 1 naming the reason")
+    verify.add_argument("payload")
+    verify.add_argument("--keyset", help="verify offline against this key set JSON (no database)")
+    keys = qr_sub.add_parser("keys", help="rotate or revoke the keys that sign stickers")
+    keys_sub = keys.add_subparsers(dest="key_action", required=True)
+    keys_sub.add_parser("rotate", help="a new signing key; earlier keys are retired but still verify")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key: its stickers verify no more")
+    revoke.add_argument("kid")
+    code = qr_sub.add_parser("revoke-code", help="revoke a shop code: its stickers verify no more")
+    code.add_argument("code")
+    code.add_argument("--reason", required=True)
+    sheet = qr_sub.add_parser("sheet", help="A4 sheets of stickers for every shop of an area and below")
+    sheet.add_argument("--area", required=True, help="area code")
+    sheet.add_argument("--out", required=True, help="file to write (a zip of A4 SVG pages)")
 
 
 @contextmanager
@@ -86,8 +110,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             "seed": lambda _, url: commands.seed(url, args.shops, args.seed),
             "account": lambda _, url: commands.account(url, args),
             "audit": lambda _, url: commands.audit_verify(url),
+            "profiles": lambda _, url: commands.rebuild_profiles(url),
             "shop": lambda _, url: commands.claim_code(url, args.code),
+            "qr": lambda settings, url: commands.qr(settings, url, args),
         }[args.command]
+        if args.command == "qr" and getattr(args, "keyset", None):
+            commands.qr_verify_offline(args.payload, args.keyset)
+            return
         if args.command in {"serve", "demo"}:
             commands.ensure_port_free(settings.host, settings.port)
         with database(settings) as url:

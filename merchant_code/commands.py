@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from merchant_code import accounts, audit, db, migrate
+from merchant_code import accounts, audit, db, migrate, profiles
 from merchant_code import district as seeding
 from merchant_code.errors import DomainError, StartupError
 from merchant_code.settings import PREFIX, Settings
@@ -63,7 +63,8 @@ async def _seed(url: str, shops: int, seed: int) -> None:
     print(
         f"seeded {summary.shops} shops, {summary.licences} licences, {summary.inspections} inspections,"
         f" {summary.violations} violations, {summary.reviews} reviews, {summary.staff} staff"
-        f" in {summary.seconds:.1f} s; database size {size}"
+        f" in {summary.seconds:.1f} s, {summary.profiles} profiles in {summary.profile_seconds:.1f} s;"
+        f" database size {size}"
     )
 
 
@@ -200,3 +201,59 @@ def audit_verify(url: str) -> None:
 def claim_code(url: str, code: str) -> None:
     new = asyncio.run(_with_conn(url, lambda conn: accounts.issue_claim_code(conn, code)))
     print(f"claim code for shop {code.upper()}: {new}  (one use; any earlier code no longer works)")
+
+
+def rebuild_profiles(url: str) -> None:
+    total, seconds = asyncio.run(_with_conn(url, lambda conn: profiles.rebuild_all(conn, progress=print)))
+    print(f"rebuilt {total} profiles in {seconds:.1f} s")
+
+
+def qr(settings: Settings, url: str, args: argparse.Namespace) -> None:
+    from merchant_code import qr as signing
+    from merchant_code import stickers
+
+    if args.action == "verify":
+        ok = asyncio.run(_with_conn(url, lambda conn: _verify_with(conn, args.payload)))
+        print(f"OK: shop code {ok.code}, key {ok.kid} ({ok.key_status}), base {ok.base}")
+    elif args.action == "keys" and args.key_action == "rotate":
+        key, retired = asyncio.run(_with_conn(url, lambda conn: signing.rotate(conn, settings)))
+        print(f"new signing key {key.kid}; retired (still verify): {', '.join(retired) or 'none'}")
+    elif args.action == "keys":
+        at = asyncio.run(_with_conn(url, lambda conn: signing.revoke_key(conn, args.kid)))
+        print(f"revoked key {args.kid} at {at:%Y-%m-%d %H:%M:%S%z}: its stickers verify no more")
+    elif args.action == "revoke-code":
+        row = asyncio.run(_with_conn(url, lambda conn: signing.revoke_code(conn, args.code, args.reason)))
+        print(f"revoked shop code {row.code} at {row.revoked_at:%Y-%m-%d %H:%M:%S%z}: {row.reason}")
+    else:
+        sheet = asyncio.run(_with_conn(url, lambda conn: stickers.area_sheet(conn, settings, args.area)))
+        _write_out(args.out, sheet.data)
+        how = "from the cache" if sheet.cached else f"{sheet.processes} processes"
+        print(f"wrote {args.out}: {sheet.pages} pages, {sheet.shops} shops in {sheet.seconds:.1f} s ({how})")
+
+
+async def _verify_with(conn: Any, payload: str) -> Any:
+    from merchant_code import qr as signing
+
+    return signing.verify(payload, await signing.load_keyset(conn))
+
+
+def qr_verify_offline(payload: str, keyset_file: str) -> None:
+    from pathlib import Path
+
+    from merchant_code import qr as signing
+
+    try:
+        data = Path(keyset_file).read_bytes()
+    except OSError as exc:
+        raise DomainError(f"cannot read the key set {keyset_file}: {exc.strerror or exc}") from None
+    ok = signing.verify(payload, signing.parse_keyset(data))
+    print(f"OK: shop code {ok.code}, key {ok.kid} ({ok.key_status}), base {ok.base} (offline)")
+
+
+def _write_out(path: str, data: bytes) -> None:
+    from pathlib import Path
+
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        raise DomainError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -21,9 +21,12 @@ class Job(msgspec.Struct, frozen=True):
 
 def registered_jobs() -> list[Job]:
     """Every periodic job; the issues that add feeds, pushes and cases add theirs here."""
-    from merchant_code import auth
+    from merchant_code import auth, profiles
 
-    return [Job(id="auth-housekeeping", func=auth.housekeeping, seconds=600)]
+    return [
+        Job(id="auth-housekeeping", func=auth.housekeeping, seconds=600),
+        Job(id="profiles-drain", func=profiles.drain_job, seconds=2),
+    ]
 
 
 def start_scheduler(state: Any, jobs: list[Job]) -> AsyncIOScheduler:

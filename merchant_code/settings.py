@@ -50,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # failed logins or claims allowed per account and per address in `throttle_minutes`
     throttle_failures: Annotated[int, msgspec.Meta(ge=1)] = 5
     throttle_minutes: Annotated[int, msgspec.Meta(ge=1)] = 15
+    # citizen profiles kept rendered in each worker process (an LRU); each entry is a few KB
+    scan_cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 50_000
     # comma-separated addresses of reverse proxies whose X-Forwarded-For is believed
     trusted_proxies: str = ""
 

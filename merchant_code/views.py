@@ -1,128 +1,234 @@
-"""What each audience may see of a shop. Masking is structural: a citizen struct has no field
-that could carry an owner's or a staff member's personal data.
+"""What each audience may see of a shop. Masking is structural: the citizen struct has no field
+that could carry an owner's or a staff member's personal data, so none can leak through it.
+
+The structs mirror the documents that sql/queries/profiles.sql builds into `shop_profile`:
+`citizen_doc` -> CitizenShop, `merchant_doc` -> MerchantShop, `full_doc` -> InspectorShop.
 """
 
 from __future__ import annotations
 
 import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
-LicenceState = Literal["valid", "expiring", "expired", "pending", "invalid"]
+LicenceState = Literal["valid", "expiring", "expired", "pending", "rejected", "invalid"]
+CertState = Literal["valid", "expiring", "expired", "pending", "rejected"]
+Grade = Literal["A", "B", "C"]
+Status = Literal["active", "suspended", "closed"]
 
 
-class CitizenLicence(msgspec.Struct, frozen=True):
+class Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    pass
+
+
+class Licence(Struct, frozen=True):
     kind: str
     state: LicenceState
     valid_to: datetime.date | None
 
 
-class CitizenShop(msgspec.Struct, frozen=True):
+class Violation(Struct, frozen=True):
+    code: str
+    description: str
+    description_en: str | None
+    critical: bool
+    corrected: bool
+
+
+class Inspection(Struct, frozen=True):
+    id: str
+    inspected_on: datetime.date
+    kind: str
+    result: Literal["pass", "rectify", "fail"]
+    grade: Grade | None
+    rectify_due: datetime.date | None
+    merchant_reply: str | None
+    violations: list[Violation]
+
+
+class Review(Struct, frozen=True):
+    rating: int
+    body: str | None
+    author: str | None
+    posted_at: datetime.datetime
+
+
+class SentimentItem(Struct, frozen=True):
+    title: str
+    url: str | None
+    published_at: datetime.datetime | None
+    tone: Literal["positive", "neutral", "negative"] | None
+
+
+class Honour(Struct, frozen=True):
+    title: str
+    issuer: str
+    awarded_on: datetime.date
+    valid_to: datetime.date | None
+
+
+class Notice(Struct, frozen=True):
+    id: str
+    title: str
+    kind: str
+    sent_at: datetime.datetime | None
+
+
+class ShopBasics(Struct, frozen=True):
     code: str
     name: str
     name_en: str | None
     trade: str
     trade_name: str
     trade_name_en: str
+    graded: bool  # food trades are graded A/B/C
     area_name: str
     address: str
-    status: Literal["active", "suspended", "closed"]
+    lat: float | None
+    lon: float | None
+    phone: str | None  # the shop's public phone, never the owner's
     opening_hours: str | None
-    phone: str | None
-    licences: list[CitizenLicence]
-    last_inspected_on: datetime.date | None
-    last_result: str | None
-    grade: Literal["A", "B", "C"] | None
+    status: Status
+    status_since: datetime.datetime
+    revoked: bool  # the sticker (code) has been revoked
+    grade: Grade | None
+    grade_date: datetime.date | None
     rating: float | None
     review_count: int
+    reviews: list[Review]
+    sentiment: list[SentimentItem]
+    honours: list[Honour]
+    open_cases: int
+    staff_count: int
+    staff_certified: int
+    freshness: dict[str, datetime.datetime]
 
 
-class Licence(msgspec.Struct, frozen=True):
+class CitizenShop(ShopBasics, frozen=True):
+    """Anyone who scans the sticker."""
+
+    licences: list[Licence]
+    inspections: list[Inspection]
+    notices: list[Notice]
+
+
+class FullLicence(Struct, frozen=True):
     kind: str
-    number: str | None
     state: LicenceState
+    number: str
+    issuing_body: str | None
     valid_from: datetime.date | None
     valid_to: datetime.date | None
 
 
-class StaffMember(msgspec.Struct, frozen=True):
+class Submission(Struct, frozen=True):
+    """A licence the merchant sent in, awaiting (or refused) verification."""
+
+    id: str
+    kind: str
+    number: str
+    issuing_body: str | None
+    valid_from: datetime.date | None
+    valid_to: datetime.date | None
+    state: LicenceState
+    review_note: str | None
+    has_image: bool
+
+
+class HonourSubmission(Struct, frozen=True):
+    id: str
+    title: str
+    issuer: str
+    awarded_on: datetime.date
+    state: Literal["pending", "rejected"]
+    review_note: str | None
+
+
+class FullInspection(Inspection, frozen=True):
+    score: float | None
+    summary: str | None
+
+
+class StaffMember(Struct, frozen=True):
+    id: str
     name: str
     role: str | None
     phone: str | None
     id_number: str | None
     health_cert_number: str | None
     health_cert_valid_to: datetime.date | None
+    cert_state: CertState
 
 
-class InspectionSummary(msgspec.Struct, frozen=True):
-    inspected_on: datetime.date
-    kind: str | None
-    result: str
-    grade: Literal["A", "B", "C"] | None
-    violations: int
+class CaseItem(Struct, frozen=True):
+    id: str
+    category: str
+    source: str
+    status: str
+    opened_at: datetime.datetime
+    overdue: bool
 
 
-class MerchantShop(msgspec.Struct, frozen=True):
-    """What the owner sees of their own shop: their own personal data, unmasked."""
+class InboxNotice(Notice, frozen=True):
+    read: bool
 
-    code: str
+
+class MerchantShop(ShopBasics, frozen=True):
+    """The owner, about their own shop: their own personal data, unmasked."""
+
     uscc: str
-    name: str
-    name_en: str | None
-    trade: str
-    trade_name: str
-    area_name: str
-    address: str
-    status: Literal["active", "suspended", "closed"]
-    opening_hours: str | None
-    phone: str | None
-    owner_name: str | None
-    owner_phone: str | None
-    owner_id_number: str | None
-    licences: list[Licence]
-    staff: list[StaffMember]
-    inspections: list[InspectionSummary]
-
-
-class InspectorShop(msgspec.Struct, frozen=True):
-    """What an inspector or manager whose area covers the shop sees. Personal data is masked
-    unless the account holds `pii:read`; `pii_masked` says which."""
-
-    code: str
-    uscc: str
-    name: str
-    name_en: str | None
-    trade: str
-    trade_name: str
     area_code: str
-    area_name: str
-    address: str
-    lat: float | None
-    lon: float | None
-    status: Literal["active", "suspended", "closed"]
-    opening_hours: str | None
-    phone: str | None
     owner_name: str | None
     owner_phone: str | None
     owner_id_number: str | None
-    licences: list[Licence]
+    licences: list[FullLicence]
+    submissions: list[Submission]
+    honour_submissions: list[HonourSubmission]
+    inspections: list[FullInspection]
     staff: list[StaffMember]
-    inspections: list[InspectionSummary]
-    pii_masked: bool
+    cases: list[CaseItem]
+    notices: list[InboxNotice]
 
 
-class ShopListItem(msgspec.Struct, frozen=True):
+class RiskReason(Struct, frozen=True):
+    code: str
+    points: int
+    detail: dict[str, Any] = {}
+
+
+class InspectorShop(MerchantShop, frozen=True):
+    """Inspectors and managers whose area covers the shop. Personal data is masked unless the
+    account holds `pii:read`; `pii_masked` says which."""
+
+    risk_score: int
+    risk_reasons: list[RiskReason]
+    pii_masked: bool = True
+
+
+class ShopListItem(Struct, frozen=True):
     code: str
     name: str
     trade: str
     area_code: str
     address: str
-    status: Literal["active", "suspended", "closed"]
+    status: Status
 
 
-class Page(msgspec.Struct, frozen=True):
+class Page(Struct, frozen=True):
     """A page of a list; pass `next` back as `after` for the following one."""
 
     items: list[ShopListItem]
     next: str | None
+
+
+def risk_reasons(raw: list[dict[str, Any]]) -> list[RiskReason]:
+    """The profile stores each reason flat ({code, points, ...}); the view nests the rest."""
+    return [
+        RiskReason(
+            code=r["code"],
+            points=r["points"],
+            detail={k: v for k, v in r.items() if k not in ("code", "points")},
+        )
+        for r in raw
+    ]

@@ -39,7 +39,9 @@ async def _fresh_token(client: AsyncTestClient[Any], role: str) -> dict[str, str
 
 def get(path: str, **headers: str) -> Call:
     async def call(client: AsyncTestClient[Any], world: w.World, role: str) -> httpx.Response:
-        url = path.format(a=world.shop_a, b=world.shop_b)
+        url = path.format(
+            a=world.shop_a, b=world.shop_b, i=world.inspection_a, s=world.submission_a, c=world.complaint_a
+        )
         return await client.get(url, headers=world.headers(role, **headers), follow_redirects=False)
 
     return call
@@ -51,7 +53,9 @@ Body = dict[str, str] | None
 def send(method: str, path: str, *, json_body: Body = None, form: Body = None, fresh: bool = False) -> Call:
     async def call(client: AsyncTestClient[Any], world: w.World, role: str) -> httpx.Response:
         headers = await _fresh_token(client, role) if fresh else world.headers(role)
-        url = path.format(a=world.shop_a, b=world.shop_b)
+        url = path.format(
+            a=world.shop_a, b=world.shop_b, i=world.inspection_a, s=world.submission_a, c=world.complaint_a
+        )
 
         def fill(body: dict[str, str] | None) -> dict[str, str] | None:
             values = {"a": world.shop_a, "b": world.shop_b, "role": role.replace("_", "-")}
@@ -67,6 +71,10 @@ def send(method: str, path: str, *, json_body: Body = None, form: Body = None, f
 WRONG_PASSWORD = {"current_password": "not the password", "new_password": "a brand new password"}
 WRONG_CLAIM = {"shop_code": "{a}", "claim_code": "AAAA-BBBB-CCCC-DDDD", "phone": "13812341234"}
 STAFF_ONLY = _expect(401, 403, 403, 200, 200, 200, 200)
+OWNER_ONLY_422 = _expect(401, 422, 404, 403, 403, 403, 403)
+OWNER_PAGE = _expect(303, 303, 404, 403, 403, 403, 403)  # anonymous: to the login page
+AREA_STAFF_422 = _expect(401, 403, 403, 422, 404, 422, 422)
+AREA_STAFF_PAGE = _expect(303, 403, 403, 303, 404, 303, 303)
 
 # (wrong claims for shop A through the API, for shop B through the page: five per shop are allowed)
 # (method, route path as Litestar lists it) -> how to call it, and the status each person gets
@@ -127,6 +135,58 @@ MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
     ),
     ("GET", "/api/v1/accounts"): (get("/api/v1/accounts"), _expect(401, 403, 403, 403, 403, 200, 200)),
     ("GET", "/api/v1/audit"): (get("/api/v1/audit"), _expect(401, 403, 403, 403, 403, 403, 200)),
+    # writes: an empty body passes the access and object checks and then fails validation, so
+    # every cell shows who was let through (422, or 303 back to the page) and nothing changes
+    ("POST", "/api/v1/merchant/shops/{code:str}/licences"): (
+        send("POST", "/api/v1/merchant/shops/{a}/licences", json_body={}),
+        OWNER_ONLY_422,
+    ),
+    ("POST", "/api/v1/merchant/shops/{code:str}/staff"): (
+        send("POST", "/api/v1/merchant/shops/{a}/staff", json_body={}),
+        OWNER_ONLY_422,
+    ),
+    ("POST", "/api/v1/merchant/shops/{code:str}/honours"): (
+        send("POST", "/api/v1/merchant/shops/{a}/honours", json_body={}),
+        OWNER_ONLY_422,
+    ),
+    ("POST", "/s/{code:str}/licences"): (send("POST", "/s/{a}/licences", form={}), OWNER_PAGE),
+    ("POST", "/s/{code:str}/staff"): (send("POST", "/s/{a}/staff", form={}), OWNER_PAGE),
+    ("POST", "/s/{code:str}/honours"): (send("POST", "/s/{a}/honours", form={}), OWNER_PAGE),
+    ("POST", "/s/{code:str}/details"): (send("POST", "/s/{a}/details", form={}), OWNER_PAGE),
+    ("POST", "/api/v1/merchant/inspections/{id:str}/reply"): (
+        send("POST", "/api/v1/merchant/inspections/{i}/reply", json_body={}),
+        OWNER_ONLY_422,
+    ),
+    ("POST", "/s/{code:str}/inspections/{id:str}/reply"): (
+        send("POST", "/s/{a}/inspections/{i}/reply", form={}),
+        OWNER_PAGE,
+    ),
+    ("POST", "/api/v1/inspect/shops/{code:str}/inspections"): (
+        send("POST", "/api/v1/inspect/shops/{a}/inspections", json_body={}),
+        AREA_STAFF_422,
+    ),
+    ("POST", "/s/{code:str}/inspections"): (send("POST", "/s/{a}/inspections", form={}), AREA_STAFF_PAGE),
+    ("POST", "/api/v1/inspect/submissions/{id:str}"): (
+        send("POST", "/api/v1/inspect/submissions/{s}", json_body={}),
+        AREA_STAFF_422,
+    ),
+    ("POST", "/s/{code:str}/submissions/{id:str}"): (
+        send("POST", "/s/{a}/submissions/{s}", form={}),
+        AREA_STAFF_PAGE,
+    ),
+    ("GET", "/api/v1/inspect/submissions"): (get("/api/v1/inspect/submissions"), STAFF_ONLY),
+    ("GET", "/api/v1/inspect/due"): (get("/api/v1/inspect/due"), STAFF_ONLY),
+    ("POST", "/api/v1/shops/{code:str}/complaints"): (
+        send("POST", "/api/v1/shops/{a}/complaints", json_body={}),
+        _all(422),
+    ),
+    ("GET", "/s/{code:str}/complaint"): (get("/s/{a}/complaint"), _all(200)),
+    ("POST", "/s/{code:str}/complaint"): (send("POST", "/s/{a}/complaint", form={"text": "x"}), _all(422)),
+    ("GET", "/track/{number:str}"): (get("/track/{c}"), _all(200)),
+    ("GET", "/s/{code:str}/sticker.svg"): (get("/s/{a}/sticker.svg"), _all(200)),
+    ("GET", "/s/{code:str}/sticker.png"): (get("/s/{a}/sticker.png"), _all(200)),
+    ("GET", "/s/{code:str}/poster.svg"): (get("/s/{a}/poster.svg"), _all(200)),
+    ("GET", "/.well-known/merchant-code-keys.json"): (get("/.well-known/merchant-code-keys.json"), _all(200)),
 }
 # Litestar's OpenAPI routes: public, and checked through the document itself
 SCHEMA = (get("/schema/openapi.json"), _all(200))

@@ -43,7 +43,7 @@ async def test_writes_are_audited_with_actor_and_request_id(
         json={"opening_hours": "07:00-21:00"},
         headers=world.headers("merchant_a", **{"x-request-id": "req-update-0001"}),
     )
-    assert response.status_code == 200 and response.json()["opening_hours"] == "07:00-21:00"
+    assert response.status_code == 200 and response.json()["changed"] == {"opening_hours": "07:00-21:00"}
     row = await conn.fetchrow(
         "SELECT a.login, e.object_id, e.request_id, e.detail FROM audit_event e"
         " JOIN account a ON a.id = e.actor_account_id WHERE e.action = 'shop.update'"

@@ -22,8 +22,10 @@ TABLES = ["area", "shop", "licence", "inspection", "violation", "review", "senti
 async def _fingerprint(conn: asyncpg.Connection) -> dict[str, str]:
     prints = {}
     for table in TABLES:
+        # public ids are random uuids by design (never derived from anything guessable)
         prints[table] = await conn.fetchval(
-            f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY id), '')) FROM {table} t"
+            f"SELECT md5(coalesce(string_agg((to_jsonb(t) - 'public_id')::text, ',' ORDER BY id), ''))"
+            f" FROM {table} t"
         )
     return prints
 

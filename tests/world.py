@@ -35,6 +35,9 @@ class World(msgspec.Struct):
     shop_b: str
     shop_a_id: int
     tokens: dict[str, str]
+    inspection_a: str  # public id of an inspection of shop A
+    submission_a: str  # public id of a licence shop A's owner sent in, not yet verified
+    complaint_a: str  # tracking number of a complaint about shop A
 
     def headers(self, role: str, **extra: str) -> dict[str, str]:
         headers = dict(extra)
@@ -83,4 +86,28 @@ async def build(conn: asyncpg.Connection, client: AsyncTestClient[Any]) -> World
         conn, "pii_inspector", "inspector", area_code="310199001", permissions=("pii:read",)
     )
     tokens = {role: await log_in(client, role) for role in (*ROLES[1:], "pii_inspector")}
-    return World(shop_a=code_a, shop_b=code_b, shop_a_id=shop_a, tokens=tokens)
+    inspection = await conn.fetchval(
+        "INSERT INTO inspection (shop_id, source, external_id, inspected_on, result, grade)"
+        " VALUES ($1, 'test', 'world-1', current_date - 30, 'pass', 'A') RETURNING public_id::text",
+        shop_a,
+    )
+    submission = await conn.fetchval(
+        "INSERT INTO licence (shop_id, source, external_id, kind, number, valid_from, status)"
+        " VALUES ($1, 'merchant', 'world-2', 'hygiene', 'WS20260001', current_date, 'pending_verification')"
+        " RETURNING public_id::text",
+        shop_a,
+    )
+    await conn.execute(
+        "INSERT INTO case_file (public_id, shop_id, source, category, description)"
+        " VALUES ('TS-WORLD-00001', $1, 'complaint', 'hygiene', '门口垃圾堆放')",
+        shop_a,
+    )
+    return World(
+        shop_a=code_a,
+        shop_b=code_b,
+        shop_a_id=shop_a,
+        tokens=tokens,
+        inspection_a=inspection,
+        submission_a=submission,
+        complaint_a="TS-WORLD-00001",
+    )

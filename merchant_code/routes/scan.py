@@ -1,41 +1,244 @@
-"""GET /s/{code}: what a citizen sees when scanning a shop's sticker."""
+"""GET /s/{code}: the sticker's one URL, three views.
+
+Anonymous people (and anyone asking for `?view=citizen`) get the citizen view from the
+in-process cache (one indexed read to check the version). A signed-in owner gets the merchant
+view; an inspector or manager whose area covers the shop gets the full view, personal data
+masked unless the account holds `pii:read` (each unmasked read audited). Everyone else gets
+the citizen view too: being signed in does not open other shops.
+"""
 
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any, Literal
 
 import asyncpg
+import msgspec
 from litestar import Request, Response, get
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
-from litestar.response import Template
 
-from merchant_code import db
+from merchant_code import access, audit, auth, db, masking
 from merchant_code.codes import parse_shop_code
-from merchant_code.errors import NotFound
-from merchant_code.views import CitizenShop
+from merchant_code.errors import DomainError, InvalidInput, NotFound
+from merchant_code.profile_cache import Entry, ProfileCache
+from merchant_code.views import InspectorShop, MerchantShop, risk_reasons
+
+View = Literal["citizen", "merchant", "inspector"]
+HTML = "text/html; charset=utf-8"
+VARY = "Accept, Accept-Language, Authorization, Cookie"
 
 
-async def citizen_view(conn: asyncpg.Connection, raw_code: str) -> CitizenShop:
-    code = parse_shop_code(raw_code)
-    row = await db.queries.get_citizen_shop_by_code(conn, code=code, today=datetime.date.today())
-    shop = db.one(row, CitizenShop)
-    if shop is None:
-        raise NotFound("no shop has this code: the sticker is not valid")
+def english(request: Request[Any, Any, Any], lang: str | None) -> bool:
+    return lang == "en" or (lang is None and request.headers.get("accept-language", "").startswith("en"))
+
+
+def wants_json(request: Request[Any, Any, Any]) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def masked(shop: InspectorShop) -> InspectorShop:
+    staff = [
+        msgspec.structs.replace(
+            s,
+            name=masking.name(s.name) or "",
+            phone=masking.phone(s.phone),
+            id_number=masking.id_number(s.id_number),
+            health_cert_number=masking.certificate(s.health_cert_number),
+        )
+        for s in shop.staff
+    ]
+    return msgspec.structs.replace(
+        shop,
+        owner_name=masking.name(shop.owner_name),
+        owner_phone=masking.phone(shop.owner_phone),
+        owner_id_number=masking.id_number(shop.owner_id_number),
+        staff=staff,
+        pii_masked=True,
+    )
+
+
+def inspector_view(doc: dict[str, Any]) -> InspectorShop:
+    return msgspec.convert(
+        {**doc, "risk_reasons": risk_reasons(doc["risk_reasons"]), "pii_masked": False}, InspectorShop
+    )
+
+
+async def reveal_or_mask(
+    conn: asyncpg.Connection, principal: auth.Principal, shop: InspectorShop, request_id: str | None
+) -> InspectorShop:
+    """Masked, unless the account holds `pii:read`: then unmasked and the read audited."""
+    if "pii:read" not in principal.permissions:
+        return masked(shop)
+    fields = [f for f in ("owner_name", "owner_phone", "owner_id_number") if getattr(shop, f)]
+    if shop.staff:
+        fields.append(f"staff[{len(shop.staff)}]")
+    async with conn.transaction():
+        await audit.append(
+            conn,
+            actor=principal.account_id,
+            action="pii.read",
+            object_type="shop",
+            object_id=shop.code,
+            request_id=request_id,
+            detail={"fields": fields},
+        )
     return shop
+
+
+def _problem(value: str | None) -> str | None:
+    """The field a page write sent back (`licences.number`): shown only if it looks like one."""
+    return value if value and re.fullmatch(r"[a-z_]{1,20}\.[a-z_]{1,30}", value) else None
+
+
+def render(request: Request[Any, Any, Any], template: str, **context: Any) -> bytes:
+    engine = request.app.template_engine
+    assert engine is not None
+    text: str = engine.get_template(template).render(**context)
+    return text.encode()
+
+
+def citizen_response(
+    request: Request[Any, Any, Any], entry: Entry, en: bool, preview: bool = False
+) -> Response[bytes]:
+    if wants_json(request):
+        kind = "json"
+        body = entry.body(kind, lambda: msgspec.json.encode(entry.shop))
+        media = "application/json"
+    else:
+        kind = "html:en" if en else "html:zh"
+        if preview:  # a staff member's preview: not the cached page (it carries a way back)
+            body = render(
+                request,
+                "scan.html.j2",
+                shop=entry.shop,
+                view="citizen",
+                en=en,
+                preview=True,
+                base=_base(request),
+            )
+        else:
+            body = entry.body(
+                kind,
+                lambda: render(
+                    request,
+                    "scan.html.j2",
+                    shop=entry.shop,
+                    view="citizen",
+                    en=en,
+                    preview=False,
+                    base=_base(request),
+                ),
+            )
+        media = HTML
+    etag = f'W/"{entry.version}-{kind}{"-p" if preview else ""}"'
+    headers = {"ETag": etag, "Vary": VARY, "Cache-Control": "no-cache"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(content=b"", status_code=304, headers=headers)
+    return Response(content=body, media_type=media, headers=headers)
+
+
+def _base(request: Request[Any, Any, Any]) -> str:
+    settings = request.app.state.settings
+    return str(settings.base_url)
+
+
+def invalid_sticker(
+    request: Request[Any, Any, Any], error: DomainError, en: bool, revoked: bool = False
+) -> Response[Any]:
+    """A code that is malformed, unknown or revoked: for a browser, a page that says the sticker
+    is not valid and how to report it; for an API client, the problem document."""
+    if wants_json(request):
+        raise error
+    status = 410 if revoked else error.status
+    body = render(request, "sticker_invalid.html.j2", en=en, revoked=revoked, status=status)
+    return Response(content=body, media_type=HTML, status_code=status, headers={"Vary": VARY})
 
 
 @get("/s/{code:str}", opt={"access": "public"}, tags=["scan"])
 async def scan(
     request: Request[Any, Any, Any],
-    conn: NamedDependency[asyncpg.Connection],
+    state: State,
+    principal: NamedDependency[auth.Principal | None],
     code: FromPath[str],
     lang: FromQuery[Literal["zh", "en"] | None] = None,
+    view: FromQuery[Literal["citizen"] | None] = None,
 ) -> Response[Any]:
-    """The shop's public record: JSON for `Accept: application/json`, a page otherwise."""
-    shop = await citizen_view(conn, code)
-    if "application/json" in request.headers.get("accept", ""):
-        return Response(shop)
-    english = lang == "en" or (lang is None and request.headers.get("accept-language", "").startswith("en"))
-    return Template("scan.html.j2", context={"shop": shop, "en": english})
+    """The shop behind a sticker: HTML (Chinese by default; `?lang=en` or Accept-Language for
+    English) or JSON for `Accept: application/json`, in the caller's view. `?view=citizen` lets a
+    signed-in owner or inspector preview what citizens see."""
+    en = english(request, lang)
+    try:
+        parsed = parse_shop_code(code)
+    except InvalidInput as exc:
+        return invalid_sticker(request, exc, en)
+    cache: ProfileCache = state.profile_cache
+    async with db.acquire(state.pool) as conn:
+        try:
+            if principal is None:
+                entry = await cache.citizen(conn, parsed)
+                if entry.shop.revoked:
+                    return invalid_sticker(
+                        request, NotFound("this sticker has been revoked"), en, revoked=True
+                    )
+                return citizen_response(request, entry, en)
+            return await _signed_in(request, conn, cache, principal, parsed, en, preview=view == "citizen")
+        except NotFound as exc:
+            return invalid_sticker(request, exc, en)
+
+
+async def _signed_in(
+    request: Request[Any, Any, Any],
+    conn: asyncpg.Connection,
+    cache: ProfileCache,
+    principal: auth.Principal,
+    code: str,
+    en: bool,
+    preview: bool,
+) -> Response[Any]:
+    entry = await cache.citizen(conn, code)  # makes sure the profile exists
+    row = await db.queries.get_full_profile(conn, code=code)
+    chosen: View = "citizen"
+    if row is not None and not preview:
+        if row["shop_id"] in principal.shop_ids:
+            chosen = "merchant"
+        elif principal.covers(row["area_path"]):
+            chosen = "inspector"
+    if chosen == "citizen":
+        if entry.shop.revoked and not preview:
+            return invalid_sticker(request, NotFound("this sticker has been revoked"), en, revoked=True)
+        staff_preview = (
+            preview
+            and row is not None
+            and (row["shop_id"] in principal.shop_ids or principal.covers(row["area_path"]))
+        )
+        return citizen_response(request, entry, en, preview=staff_preview)
+    assert row is not None
+    shop: MerchantShop | InspectorShop
+    if chosen == "merchant":
+        shop = msgspec.convert(row["merchant_doc"], MerchantShop)
+    else:
+        shop = await reveal_or_mask(
+            conn, principal, inspector_view(row["full_doc"]), access.request_id_of(request)
+        )
+    headers = {"Vary": VARY, "Cache-Control": "private, no-store"}
+    if wants_json(request):
+        return Response(content=msgspec.json.encode(shop), media_type="application/json", headers=headers)
+    codes = [dict(r) async for r in db.queries.list_violation_codes(conn)] if chosen == "inspector" else []
+    body = render(
+        request,
+        "scan.html.j2",
+        codes=codes,
+        notice=request.query_params.get("done"),
+        problem=_problem(request.query_params.get("error")),
+        shop=shop,
+        view=chosen,
+        en=en,
+        preview=False,
+        base=_base(request),
+        me=principal,
+        today=datetime.date.today(),
+    )
+    return Response(content=body, media_type=HTML, headers=headers)

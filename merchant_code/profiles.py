@@ -1,0 +1,66 @@
+"""The shop profile (the portrait): one row per shop with a document for each audience, rebuilt
+set-based in SQL (sql/queries/profiles.sql) from the shop's records.
+
+Writers never rebuild: triggers on every input table put the shop into `profile_dirty`, and
+`drain` (a scheduled job in every instance) takes batches off that queue with SKIP LOCKED and
+rebuilds them in the same transaction. `rebuild_all` does every shop, in id ranges.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from merchant_code import db
+
+BATCH = 2000
+
+
+async def rebuild(conn: asyncpg.Connection, shop_ids: list[int], today: datetime.date | None = None) -> int:
+    if not shop_ids:
+        return 0
+    written: int = await db.queries.rebuild_profiles(conn, ids=shop_ids, today=today or datetime.date.today())
+    return written
+
+
+async def drain(conn: asyncpg.Connection, batch: int = BATCH, today: datetime.date | None = None) -> int:
+    """Rebuild every profile marked dirty, a batch per transaction; returns how many."""
+    total = 0
+    while True:
+        async with conn.transaction():
+            ids: list[int] = await db.queries.claim_dirty_profiles(conn, batch=batch)
+            total += await rebuild(conn, ids, today)
+        if len(ids) < batch:
+            return total
+
+
+async def rebuild_all(
+    conn: asyncpg.Connection,
+    batch: int = 5000,
+    today: datetime.date | None = None,
+    progress: Callable[[str], Any] | None = None,
+) -> tuple[int, float]:
+    """Every shop's profile, in id ranges (one transaction each); (profiles, seconds)."""
+    started = time.perf_counter()
+    after, total = 0, 0
+    while True:
+        ids: list[int] = await db.queries.list_shop_id_range(conn, after=after, batch=batch)
+        if not ids:
+            break
+        async with conn.transaction():
+            total += await rebuild(conn, ids, today)
+            await db.queries.clear_dirty_profiles(conn, ids=ids)
+        after = ids[-1]
+        if progress is not None and total % (batch * 20) == 0:
+            progress(f"  {total} profiles rebuilt")
+    return total, time.perf_counter() - started
+
+
+async def drain_job(state: Any) -> None:
+    """Scheduled: keep profiles current."""
+    async with db.acquire(state.pool) as conn:
+        await drain(conn)

@@ -1,0 +1,139 @@
+"""A citizen's complaint from the scan page: category, text, an optional photo and contact
+(anonymous by default), limited per client address; it becomes a case for the shop and the
+citizen gets a tracking number."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+from litestar.response import Template
+from litestar.status_codes import HTTP_201_CREATED
+
+from merchant_code import access, auth, db, forms, records, uploads
+from merchant_code.errors import DomainError, NotFound
+from merchant_code.routes.records import rebuild_soon
+from merchant_code.routes.scan import english
+
+# complaints one client address may file an hour (one person rarely has more to report)
+PER_HOUR = 5
+
+
+async def _file(request: Request[Any, Any, Any], state: State, conn: asyncpg.Connection, code: str) -> str:
+    shop = await records.shop_for_anyone(conn, code)
+    body, photo = await forms.read(request, records.Complaint, file_field="photo")
+    client = access.client_of(request)
+    async with db.acquire(state.pool) as side:  # counted even if the request fails later
+        await auth.begin_attempt(side, [(f"complaint:{client}", 1)], PER_HOUR, 60)
+    return await records.file_complaint(conn, shop, body, photo, access.request_id_of(request))
+
+
+@post(
+    "/api/v1/shops/{code:str}/complaints",
+    opt={"access": "public"},
+    tags=["complaints"],
+    status_code=HTTP_201_CREATED,
+    request_max_body_size=uploads.MAX_REQUEST_BYTES,
+)
+async def api_complaint(
+    request: Request[Any, Any, Any],
+    state: State,
+    conn: NamedDependency[asyncpg.Connection],
+    code: FromPath[str],
+) -> Response[records.Tracking]:
+    """File a complaint about a shop (JSON, or multipart/form-data with an optional `photo`):
+    `category` (food_safety, hygiene, price, service, licence, other), `text`, and optionally
+    `name`, `phone`, `email`. At most five an hour from one address (then 429)."""
+    number = await _file(request, state, conn, code)
+    tracking = records.Tracking(tracking_number=number, track_url=f"{state.settings.base_url}/track/{number}")
+    return Response(tracking, status_code=201, background=BackgroundTask(rebuild_soon, state))
+
+
+@get("/s/{code:str}/complaint", opt={"access": "public"}, tags=["pages"], include_in_schema=False)
+async def complaint_page(
+    request: Request[Any, Any, Any],
+    conn: NamedDependency[asyncpg.Connection],
+    code: FromPath[str],
+    lang: FromQuery[Literal["zh", "en"] | None] = None,
+) -> Template:
+    shop = await records.shop_for_anyone(conn, code)
+    name = await conn.fetchval("SELECT name FROM shop WHERE id = $1", shop.id)
+    context = {"en": english(request, lang), "code": shop.code, "name": name, "error": None, "form": {}}
+    return Template("complaint.html.j2", context=context)
+
+
+@post(
+    "/s/{code:str}/complaint",
+    opt={"access": "public"},
+    tags=["pages"],
+    include_in_schema=False,
+    request_max_body_size=uploads.MAX_REQUEST_BYTES,
+)
+async def complaint_submit(
+    request: Request[Any, Any, Any],
+    state: State,
+    conn: NamedDependency[asyncpg.Connection],
+    code: FromPath[str],
+    lang: FromQuery[Literal["zh", "en"] | None] = None,
+) -> Response[Any]:
+    en = english(request, lang)
+    try:
+        number = await _file(request, state, conn, code)
+    except DomainError as exc:
+        if isinstance(exc, NotFound):
+            raise
+        shop = await records.shop_for_anyone(conn, code)
+        name = await conn.fetchval("SELECT name FROM shop WHERE id = $1", shop.id)
+        context = {
+            "en": en,
+            "code": shop.code,
+            "name": name,
+            "error": exc.status,
+            "field": getattr(exc, "field", None),
+        }
+        return Template("complaint.html.j2", context={**context, "form": {}}, status_code=exc.status)
+    context = {"en": en, "number": number, "code": code.upper()}
+    return Template(
+        "complaint_filed.html.j2",
+        context=context,
+        status_code=201,
+        background=BackgroundTask(rebuild_soon, state),
+    )
+
+
+class CaseStatus(msgspec.Struct, frozen=True):
+    tracking_number: str
+    category: str
+    status: str
+    opened_at: datetime.datetime
+    resolved_at: datetime.datetime | None
+    closed_at: datetime.datetime | None
+    shop_name: str | None
+    shop_code: str | None
+
+
+@get("/track/{number:str}", opt={"access": "public"}, tags=["complaints"])
+async def track(
+    request: Request[Any, Any, Any],
+    conn: NamedDependency[asyncpg.Connection],
+    number: FromPath[str],
+    lang: FromQuery[Literal["zh", "en"] | None] = None,
+) -> Response[Any]:
+    """A complaint's progress by its tracking number: status and dates only, never who handles it
+    or who else reported. JSON for `Accept: application/json`, a page otherwise."""
+    row = await db.queries.get_case_for_tracking(conn, public_id=number.strip().upper())
+    if row is None:
+        raise NotFound("no complaint has this tracking number")
+    status = CaseStatus(
+        tracking_number=row["public_id"], **{k: row[k] for k in CaseStatus.__struct_fields__[1:]}
+    )
+    if "application/json" in request.headers.get("accept", ""):
+        return Response(status)
+    return Template("track.html.j2", context={"en": english(request, lang), "case": status})

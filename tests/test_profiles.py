@@ -1,0 +1,91 @@
+"""The profile: every part of the portrait, rebuilt from a dirty queue, never from a writer."""
+
+from __future__ import annotations
+
+import datetime
+
+import asyncpg
+
+from merchant_code import profiles
+from tests import factories
+
+TODAY = datetime.date.today()
+DAY = datetime.timedelta(days=1)
+
+
+async def profile(conn: asyncpg.Connection, shop_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow("SELECT * FROM shop_profile WHERE shop_id = $1", shop_id)
+    assert row is not None
+    return row
+
+
+async def test_writes_mark_the_profile_dirty_and_the_drain_rebuilds_it(conn: asyncpg.Connection) -> None:
+    shop_id, code = await factories.shop(conn)
+    assert await conn.fetchval("SELECT count(*) FROM profile_dirty WHERE shop_id = $1", shop_id) == 1
+    assert await profiles.drain(conn) == 1
+    first = await profile(conn, shop_id)
+    assert first["code"] == code and first["citizen_doc"]["licences"] == []
+
+    await factories.licence(conn, shop_id, kind="food_business", valid_to=TODAY + 10 * DAY)
+    assert await conn.fetchval("SELECT count(*) FROM profile_dirty") == 1  # marked, not rebuilt by the writer
+    assert (await profile(conn, shop_id))["version"] == first["version"]
+    await profiles.drain(conn)
+    second = await profile(conn, shop_id)
+    assert second["version"] == first["version"] + 1
+    assert second["citizen_doc"]["licences"] == [
+        {"kind": "food_business", "state": "expiring", "valid_to": str(TODAY + 10 * DAY)}
+    ]
+
+
+async def test_the_portrait_has_every_part_and_the_risk_says_why(conn: asyncpg.Connection) -> None:
+    shop_id, _ = await factories.shop(conn)
+    await factories.licence(conn, shop_id, kind="business", valid_to=None)
+    await factories.licence(conn, shop_id, kind="food_business", valid_to=TODAY - DAY)
+    await factories.inspection(conn, shop_id, on=TODAY - 400 * DAY, grade="A")
+    await conn.execute(
+        "INSERT INTO inspection (shop_id, source, external_id, inspected_on, result, grade, rectify_due)"
+        " VALUES ($1, 'test', 'late', $2, 'rectify', 'C', $3)",
+        shop_id,
+        TODAY - 40 * DAY,
+        TODAY - 10 * DAY,
+    )
+    await conn.execute(
+        "INSERT INTO violation (inspection_id, code, description, critical)"
+        " SELECT id, 'V05', '餐饮具未按规定清洗消毒', true FROM inspection WHERE external_id = 'late'"
+    )
+    for rating in (5, 5, 4):
+        await factories.review(conn, shop_id, rating)
+    await profiles.drain(conn)
+    row = await profile(conn, shop_id)
+    doc = row["citizen_doc"]
+    assert (row["grade"], row["grade_date"]) == ("C", TODAY - 40 * DAY)
+    assert doc["grade"] == "C"
+    assert doc["inspections"][0]["violations"][0]["code"] == "V05"
+    assert doc["inspections"][0]["violations"][0]["description_en"].startswith("Tableware")
+    assert (doc["rating"], doc["review_count"]) == (4.7, 3)
+    assert {lic["kind"]: lic["state"] for lic in doc["licences"]} == {
+        "business": "valid",
+        "food_business": "expired",
+    }
+    reasons = {r["code"]: r["points"] for r in row["risk_reasons"]}
+    assert reasons == {
+        "licence_expired": 25,
+        "last_inspection_rectify": 15,
+        "rectification_overdue": 20,
+        "grade_c": 10,
+    }
+    assert row["risk_score"] == 70
+    assert set(doc["freshness"]) >= {"shop", "licences", "inspections", "reviews"}
+    # the citizen document has no personal data; the merchant and full documents add it
+    assert "owner_name" not in doc and "staff" not in doc
+    assert row["merchant_doc"]["owner_name"] == "王伟"
+    assert row["full_doc"]["risk_score"] == 70 and "risk_score" not in row["merchant_doc"]
+
+
+async def test_rebuild_all_does_every_shop_and_empties_the_queue(conn: asyncpg.Connection) -> None:
+    for n in range(7):
+        await factories.shop(conn, name=f"店{n}")
+    total, _ = await profiles.rebuild_all(conn, batch=3)
+    assert total == 7
+    assert await conn.fetchval("SELECT count(*) FROM shop_profile") == 7
+    assert await conn.fetchval("SELECT count(*) FROM profile_dirty") == 0
