@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
@@ -17,7 +18,8 @@ from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
 from merchant_code import __version__, access, db, migrate
-from merchant_code.errors import StartupError, Unauthorized, problem_handlers
+from merchant_code import qr as qr_keys
+from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.profile_cache import ProfileCache
 from merchant_code.routes import admin, auth, claim, complaints, health, qr, records, scan, shops
 from merchant_code.scheduler import registered_jobs, start_scheduler
@@ -76,6 +78,15 @@ ROUTES: list[ControllerRouterHandler] = [
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
+async def _ensure_sticker_key(pool: Any, settings: Settings) -> None:
+    """A signing key for stickers from the first start, so the published key set is never empty."""
+    try:
+        async with db.acquire(pool) as conn:
+            await qr_keys.ensure_signing_key(conn, settings)
+    except (OSError, DomainError) as exc:
+        logging.getLogger("merchant_code").warning("no sticker signing key yet: %s", exc)
+
+
 def create_app(settings: Settings) -> Litestar:
     if settings.database_url is None:
         raise StartupError("create_app needs settings.database_url (the CLI starts the database)")
@@ -87,6 +98,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.pool = await db.create_pool(
             url, min_size=settings.pool_min, max_size=settings.pool_max, role=role
         )
+        await _ensure_sticker_key(app.state.pool, settings)
         scheduler = start_scheduler(app.state, registered_jobs()) if settings.scheduler else None
         try:
             yield

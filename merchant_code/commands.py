@@ -104,6 +104,7 @@ async def _prepare_demo(settings: Settings, url: str) -> None:
                 conn, shops=settings.demo_shops, seed=settings.demo_seed, today=datetime.date.today()
             )
         shops = [dict(r) async for r in db.queries.list_demo_shops(conn)]
+        owned = await db.queries.get_demo_merchant_shop(conn, login="merchant")
         claim = await db.queries.get_demo_claim_shop(conn)
         claim_code = await accounts.issue_claim_code(conn, claim["code"]) if claim else None
     finally:
@@ -116,6 +117,16 @@ async def _prepare_demo(settings: Settings, url: str) -> None:
         print(f"    {base}/s/{row['code']}   {row['name']} ({row['trade_name']})")
     _print_logins(settings.demo_seed)
     print(f"  log in at {base}/login  (API: POST {base}/api/v1/auth/login)")
+    if owned:
+        code = owned["code"]
+        print(
+            f"  the demo merchant's shop, {owned['name']}: {base}/s/{code}"
+            f"  (sticker {base}/s/{code}/sticker.svg, poster {base}/s/{code}/poster.svg)"
+        )
+        print(
+            "    try: open it as a citizen; log in as merchant and add a licence; log in as inspector,"
+            " verify it and file an inspection; open it again as a citizen"
+        )
     if claim and claim_code:
         print(
             f"  claim a shop as its owner at {base}/claim: shop code {claim['code']} ({claim['name']}),"

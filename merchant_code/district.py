@@ -63,7 +63,7 @@ def demo_logins(seed: int) -> list[DemoLogin]:
 
     return [
         DemoLogin("merchant", password("merchant"), "merchant", "owns the first catering shop"),
-        DemoLogin("inspector", password("inspector"), "inspector", f"subdistrict {DISTRICT_CODE}001"),
+        DemoLogin("inspector", password("inspector"), "inspector", "the subdistrict of the merchant's shop"),
         DemoLogin("manager", password("manager"), "manager", f"district {DISTRICT_CODE}"),
         DemoLogin("admin", password("admin"), "admin", "every area; accounts and the audit trail"),
     ]
@@ -244,11 +244,19 @@ async def _sentiment(conn: asyncpg.Connection, g: rows.Gen, shops: int) -> int:
 
 
 async def _accounts(conn: asyncpg.Connection, seed: int, district_id: int) -> int:
+    """The demo's people: a merchant owning the first active catering shop, an inspector for the
+    subdistrict that shop is in (so the demo's inspector can inspect the demo merchant's shop), a
+    manager for the district and an admin."""
     hasher = argon2.PasswordHasher()
     logins = {login.role: login for login in demo_logins(seed)}
-    subdistrict: int = await conn.fetchval("SELECT id FROM area WHERE code = $1", f"{DISTRICT_CODE}001")
-    shop_id = await conn.fetchval(
-        "SELECT id FROM shop WHERE trade = 'catering' AND status = 'active' ORDER BY id LIMIT 1"
+    shop = await conn.fetchrow(
+        "SELECT s.id, g.parent_id AS subdistrict FROM shop s JOIN area g ON g.id = s.area_id"
+        " WHERE s.trade = 'catering' AND s.status = 'active' ORDER BY s.id LIMIT 1"
+    )
+    subdistrict: int = (
+        shop["subdistrict"]
+        if shop is not None
+        else await conn.fetchval("SELECT id FROM area WHERE code = $1", f"{DISTRICT_CODE}001")
     )
     for role, area_id, name in (
         ("merchant", None, "王店主"),
@@ -265,8 +273,8 @@ async def _accounts(conn: asyncpg.Connection, seed: int, district_id: int) -> in
             name,
             hasher.hash(logins[role].password),
         )
-        if role == "merchant" and shop_id is not None:
+        if role == "merchant" and shop is not None:
             await conn.execute(
-                "INSERT INTO account_shop (account_id, shop_id) VALUES ($1, $2)", account_id, shop_id
+                "INSERT INTO account_shop (account_id, shop_id) VALUES ($1, $2)", account_id, shop["id"]
             )
     return len(logins)

@@ -17,3 +17,7 @@ SELECT s.code, s.name, s.owner_phone FROM shop s
 WHERE s.status = 'active' AND s.claimed_at IS NULL AND s.owner_phone IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM account_shop x WHERE x.shop_id = s.id)
 ORDER BY s.id LIMIT 1;
+
+-- name: get_demo_merchant_shop(login)^
+SELECT s.code, s.name FROM account a JOIN account_shop x ON x.account_id = a.id JOIN shop s ON s.id = x.shop_id
+WHERE a.login = :login ORDER BY s.id LIMIT 1;
