@@ -135,7 +135,8 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Princip
     return principal
 
 
-def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Async on purpose: Litestar runs a plain function guard in a worker thread, on every request."""
     if connection.scope.get("state", {}).get("cross_site"):
         raise Forbidden("a page of another site cannot send this request")
     rule = handler.opt.get("access")

@@ -56,6 +56,15 @@ async def connect(url: str, *, timeout: float = 10.0) -> asyncpg.Connection:
 APP_ROLE = "merchant_code_app"
 
 
+class PooledConnection(asyncpg.Connection):
+    """No reset query when a connection goes back to the pool: the service keeps no session
+    state (transactions, advisory locks and SET LOCAL all end with the transaction, which asyncpg
+    always ends), and the default reset costs a round trip on every request."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def app_role(url: str) -> str | None:
     """`merchant_code_app` when the migrations made it and this login may take it on: the web
     processes then work with its rights (which cannot change or delete audit rows)."""
@@ -83,6 +92,7 @@ async def create_pool(
             max_size=max_size,
             init=_init_connection,
             timeout=10.0,
+            connection_class=PooledConnection,
             server_settings={"role": role} if role else None,
         )
     except Exception as exc:

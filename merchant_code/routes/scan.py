@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 import asyncpg
 import msgspec
-from litestar import Request, Response, get
+from litestar import Request, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
+from litestar.response.base import ASGIResponse
 
 from merchant_code import access, audit, auth, db, masking
 from merchant_code.codes import parse_shop_code
@@ -93,6 +94,12 @@ def _problem(value: str | None) -> str | None:
     return value if value and re.fullmatch(r"[a-z_]{1,20}\.[a-z_]{1,30}", value) else None
 
 
+def reply(body: bytes, media_type: str, headers: dict[str, str], status: int = 200) -> ASGIResponse:
+    """The scan's answers are ready bytes: handed to the server as they are (no Response
+    conversion on the hot path)."""
+    return ASGIResponse(body=body, media_type=media_type, headers=headers, status_code=status)
+
+
 def render(request: Request[Any, Any, Any], template: str, **context: Any) -> bytes:
     engine = request.app.template_engine
     assert engine is not None
@@ -102,7 +109,7 @@ def render(request: Request[Any, Any, Any], template: str, **context: Any) -> by
 
 def citizen_response(
     request: Request[Any, Any, Any], entry: Entry, en: bool, preview: bool = False
-) -> Response[bytes]:
+) -> ASGIResponse:
     if wants_json(request):
         kind = "json"
         body = entry.body(kind, lambda: msgspec.json.encode(entry.shop))
@@ -136,8 +143,8 @@ def citizen_response(
     etag = f'W/"{entry.version}-{kind}{"-p" if preview else ""}"'
     headers = {"ETag": etag, "Vary": VARY, "Cache-Control": "no-cache"}
     if request.headers.get("if-none-match") == etag:
-        return Response(content=b"", status_code=304, headers=headers)
-    return Response(content=body, media_type=media, headers=headers)
+        return reply(b"", media, headers, 304)
+    return reply(body, media, headers)
 
 
 def _base(request: Request[Any, Any, Any]) -> str:
@@ -147,14 +154,14 @@ def _base(request: Request[Any, Any, Any]) -> str:
 
 def invalid_sticker(
     request: Request[Any, Any, Any], error: DomainError, en: bool, revoked: bool = False
-) -> Response[Any]:
+) -> ASGIResponse:
     """A code that is malformed, unknown or revoked: for a browser, a page that says the sticker
     is not valid and how to report it; for an API client, the problem document."""
     if wants_json(request):
         raise error
     status = 410 if revoked else error.status
     body = render(request, "sticker_invalid.html.j2", en=en, revoked=revoked, status=status)
-    return Response(content=body, media_type=HTML, status_code=status, headers={"Vary": VARY})
+    return reply(body, HTML, {"Vary": VARY}, status)
 
 
 @get("/s/{code:str}", opt={"access": "public"}, tags=["scan"])
@@ -165,7 +172,7 @@ async def scan(
     code: FromPath[str],
     lang: FromQuery[Literal["zh", "en"] | None] = None,
     view: FromQuery[Literal["citizen"] | None] = None,
-) -> Response[Any]:
+) -> ASGIResponse:
     """The shop behind a sticker: HTML (Chinese by default; `?lang=en` or Accept-Language for
     English) or JSON for `Accept: application/json`, in the caller's view. `?view=citizen` lets a
     signed-in owner or inspector preview what citizens see."""
@@ -197,7 +204,7 @@ async def _signed_in(
     code: str,
     en: bool,
     preview: bool,
-) -> Response[Any]:
+) -> ASGIResponse:
     entry = await cache.citizen(conn, code)  # makes sure the profile exists
     row = await db.queries.get_full_profile(conn, code=code)
     chosen: View = "citizen"
@@ -225,7 +232,7 @@ async def _signed_in(
         )
     headers = {"Vary": VARY, "Cache-Control": "private, no-store"}
     if wants_json(request):
-        return Response(content=msgspec.json.encode(shop), media_type="application/json", headers=headers)
+        return reply(msgspec.json.encode(shop), "application/json", headers)
     codes = [dict(r) async for r in db.queries.list_violation_codes(conn)] if chosen == "inspector" else []
     body = render(
         request,
@@ -241,4 +248,4 @@ async def _signed_in(
         me=principal,
         today=datetime.date.today(),
     )
-    return Response(content=body, media_type=HTML, headers=headers)
+    return reply(body, HTML, headers)

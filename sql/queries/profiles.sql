@@ -281,12 +281,6 @@ SELECT count(*) FROM profile_dirty;
 -- name: clear_dirty_profiles(ids)!
 DELETE FROM profile_dirty WHERE shop_id = ANY(:ids::bigint[]);
 
--- name: get_citizen_profile(code, known_version)^
--- The scan's hot path: one read by the profile's unique code. When the caller's cached copy is
--- current, the document is not sent again (NULL), only the version.
-SELECT shop_id, version, CASE WHEN version = :known_version THEN NULL ELSE citizen_doc END AS doc
-FROM shop_profile WHERE code = :code;
-
 -- name: get_full_profile(code)^
 -- For a signed-in person: the documents they might be allowed, with what the access check needs.
 SELECT shop_id, version, area_path, citizen_doc, merchant_doc, full_doc FROM shop_profile WHERE code = :code;
