@@ -287,3 +287,18 @@ async def test_a_citizen_complains_anonymously_and_gets_a_tracking_number(
         assert (await client.post(f"/api/v1/shops/{code}/complaints", json=body)).status_code == 201
     limited = await client.post(f"/api/v1/shops/{code}/complaints", json=body)
     assert limited.status_code == 429  # five an hour from one address
+
+
+async def test_an_inspectors_page_lists_the_due_shops_and_what_waits_for_verification(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    world = await w.build(conn, client)
+    await conn.execute("UPDATE shop SET lat = 31.19, lon = 121.44 WHERE code = $1", world.shop_a)
+    await profiles.drain(conn)
+    page = (await client.get("/me", headers=world.headers("inspector_in"))).text
+    assert "待检查（按风险）" in page and f"/s/{world.shop_a}" in page and f"/s/{world.shop_b}" not in page
+    assert "WS20260001" in page  # the world's pending licence of shop A
+    near = (await client.get("/me?lat=31.19&lon=121.44&lang=en", headers=world.headers("inspector_in"))).text
+    assert "Due for inspection" in near and " 0 m" in near
+    owner = (await client.get("/me", headers=world.headers("merchant_a"))).text
+    assert "待检查" not in owner

@@ -10,7 +10,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie, State
 from litestar.di import NamedDependency
-from litestar.params import FromQuery, JSONBody, URLEncodedBody
+from litestar.params import FromQuery, JSONBody, QueryParameter, URLEncodedBody
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
@@ -232,9 +232,31 @@ async def me_page(
     principal: NamedDependency[auth.Principal],
     lang: FromQuery[Literal["zh", "en"] | None] = None,
     changed: FromQuery[bool] = False,
+    lat: Annotated[float | None, QueryParameter(ge=-90, le=90)] = None,
+    lon: Annotated[float | None, QueryParameter(ge=-180, le=180)] = None,
 ) -> Template:
+    """The account page; for staff also the due list of their area (nearest first within each
+    risk band when the phone shares its position) and what waits for verification."""
     me = await me_of(conn, principal)
-    context = {"en": english(request, lang), "me": me, "error": None, "changed": changed}
+    due: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
+    if principal.role != "merchant":
+        prefix = None if principal.role == "admin" else principal.area_path
+        near = lat is not None and lon is not None
+        rows = db.queries.list_due_shops(
+            conn, prefix=prefix, limit=10, lat=lat if near else None, lon=lon if near else None
+        )
+        due = [dict(r) async for r in rows]
+        pending = [dict(r) async for r in db.queries.list_pending_submissions(conn, prefix=prefix, limit=10)]
+    context = {
+        "en": english(request, lang),
+        "me": me,
+        "error": None,
+        "changed": changed,
+        "due": due,
+        "pending": pending,
+        "near": lat is not None and lon is not None,
+    }
     return Template("me.html.j2", context=context)
 
 

@@ -6,10 +6,11 @@ from typing import Any, Literal
 
 import asyncpg
 import msgspec
-from litestar import Request, Response, get
+from litestar import Request, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
+from litestar.response.base import ASGIResponse
 
 from merchant_code import qr, stickers
 
@@ -17,16 +18,17 @@ DAY = 86_400
 KEYSET_SECONDS = 300  # a revoked key or code should reach phones within minutes
 
 
-def answer(request: Request[Any, Any, Any], image: stickers.Rendered, max_age: int) -> Response[bytes]:
-    """The bytes with a strong ETag, or 304 with no body when the caller has them already."""
+def answer(request: Request[Any, Any, Any], image: stickers.Rendered, max_age: int) -> ASGIResponse:
+    """The bytes with a strong ETag, or 304 with no body when the caller has them already; handed
+    to the server as they are (no Response conversion for a cached image)."""
     headers = {
         "ETag": image.etag,
         "Cache-Control": f"public, max-age={max_age}",
         "X-Content-Type-Options": "nosniff",
     }
     if _matches(request.headers.get("if-none-match"), image.etag):
-        return Response(content=b"", status_code=304, headers=headers, media_type=image.media_type)
-    return Response(content=image.data, headers=headers, media_type=image.media_type)
+        return ASGIResponse(body=b"", status_code=304, headers=headers, media_type=image.media_type)
+    return ASGIResponse(body=image.data, headers=headers, media_type=image.media_type)
 
 
 def _matches(header: str | None, etag: str) -> bool:
@@ -37,14 +39,14 @@ def _matches(header: str | None, etag: str) -> bool:
 
 
 @get("/s/{code:str}/sticker.svg", opt={"access": "public"}, tags=["qr"])
-async def sticker_svg(request: Request[Any, Any, Any], state: State, code: FromPath[str]) -> Response[bytes]:
+async def sticker_svg(request: Request[Any, Any, Any], state: State, code: FromPath[str]) -> ASGIResponse:
     """The shop's QR sticker (30 mm QR, the code printed under it) as SVG."""
     image = await stickers.shop_image(state.pool, state.settings, code, "sticker.svg")
     return answer(request, image, DAY)
 
 
 @get("/s/{code:str}/sticker.png", opt={"access": "public"}, tags=["qr"])
-async def sticker_png(request: Request[Any, Any, Any], state: State, code: FromPath[str]) -> Response[bytes]:
+async def sticker_png(request: Request[Any, Any, Any], state: State, code: FromPath[str]) -> ASGIResponse:
     """The shop's QR sticker as a 1-bit PNG that prints 30 mm wide."""
     image = await stickers.shop_image(state.pool, state.settings, code, "sticker.png")
     return answer(request, image, DAY)
@@ -56,7 +58,7 @@ async def poster_svg(
     state: State,
     code: FromPath[str],
     size: FromQuery[Literal["a4", "a5"]] = "a4",
-) -> Response[bytes]:
+) -> ASGIResponse:
     """A print-ready poster: shop name, trade, grade face, the QR and how to use it."""
     kind: stickers.Kind = "poster-a5.svg" if size == "a5" else "poster-a4.svg"
     image = await stickers.shop_image(state.pool, state.settings, code, kind)
@@ -66,7 +68,7 @@ async def poster_svg(
 @get("/.well-known/merchant-code-keys.json", opt={"access": "public"}, tags=["qr"])
 async def key_set(
     request: Request[Any, Any, Any], conn: NamedDependency[asyncpg.Connection]
-) -> Response[bytes]:
+) -> ASGIResponse:
     """Every sticker key (active, retired, revoked) and every revoked code, for offline checks."""
     data = msgspec.json.encode(await qr.keyset_document(conn))
     image = stickers.Rendered(data=data, etag=stickers.etag_of(data), media_type="application/json")
