@@ -134,7 +134,7 @@ def create_app(settings: Settings) -> Litestar:
                 "settings": settings,
                 "migrations": migrate.load(),
                 "signing_key": signing_key(settings),
-                "profile_cache": ProfileCache(settings.scan_cache_entries),
+                "profile_cache": ProfileCache(settings.scan_cache_entries, settings.base_url),
             }
         ),
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),

@@ -107,10 +107,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             "serve": commands.serve,
             "demo": commands.demo,
             "migrate": commands.migrate_only,
-            "seed": lambda _, url: commands.seed(url, args.shops, args.seed),
+            "seed": lambda settings, url: commands.seed(settings, url, args.shops, args.seed),
             "account": lambda _, url: commands.account(url, args),
             "audit": lambda _, url: commands.audit_verify(url),
-            "profiles": lambda _, url: commands.rebuild_profiles(url),
+            "profiles": commands.rebuild_profiles,
             "shop": lambda _, url: commands.claim_code(url, args.code),
             "qr": lambda settings, url: commands.qr(settings, url, args),
         }[args.command]

@@ -45,17 +45,17 @@ def migrate_only(settings: Settings, url: str) -> None:
     print(f"applied {len(names)} migration(s)" + (": " + ", ".join(names) if names else ""))
 
 
-def seed(url: str, shops: int, seed: int) -> None:
-    asyncio.run(_seed(url, shops, seed))
+def seed(settings: Settings, url: str, shops: int, seed: int) -> None:
+    asyncio.run(_seed(url, shops, seed, settings.base_url))
     _print_logins(seed)
 
 
-async def _seed(url: str, shops: int, seed: int) -> None:
+async def _seed(url: str, shops: int, seed: int, base: str) -> None:
     await _migrate(url)
     conn = await db.connect(url)
     try:
         summary = await seeding.seed_district(
-            conn, shops=shops, seed=seed, today=datetime.date.today(), progress=print
+            conn, shops=shops, seed=seed, today=datetime.date.today(), progress=print, base=base
         )
         size = await db.queries.get_database_size(conn)
     finally:
@@ -101,7 +101,11 @@ async def _prepare_demo(settings: Settings, url: str) -> None:
         if await db.queries.count_districts(conn) == 0:
             print(f"seeding a demo district of {settings.demo_shops} shops (once)...")
             await seeding.seed_district(
-                conn, shops=settings.demo_shops, seed=settings.demo_seed, today=datetime.date.today()
+                conn,
+                shops=settings.demo_shops,
+                seed=settings.demo_seed,
+                today=datetime.date.today(),
+                base=settings.base_url,
             )
         shops = [dict(r) async for r in db.queries.list_demo_shops(conn)]
         owned = await db.queries.get_demo_merchant_shop(conn, login="merchant")
@@ -214,8 +218,10 @@ def claim_code(url: str, code: str) -> None:
     print(f"claim code for shop {code.upper()}: {new}  (one use; any earlier code no longer works)")
 
 
-def rebuild_profiles(url: str) -> None:
-    total, seconds = asyncio.run(_with_conn(url, lambda conn: profiles.rebuild_all(conn, progress=print)))
+def rebuild_profiles(settings: Settings, url: str) -> None:
+    total, seconds = asyncio.run(
+        _with_conn(url, lambda conn: profiles.rebuild_all(conn, progress=print, base=settings.base_url))
+    )
     print(f"rebuilt {total} profiles in {seconds:.1f} s")
 
 

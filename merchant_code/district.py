@@ -76,6 +76,7 @@ async def seed_district(
     seed: int,
     today: datetime.date,
     progress: Callable[[str], None] | None = None,
+    base: str | None = None,
 ) -> SeedSummary:
     started = time.perf_counter()
     if await conn.fetchval("SELECT 1 FROM area WHERE code = $1", DISTRICT_CODE):
@@ -93,7 +94,7 @@ async def seed_district(
     generated = time.perf_counter() - started
     if progress:
         progress("building every shop's profile")
-    built, profile_seconds = await profiles.rebuild_all(conn, today=today, progress=progress)
+    built, profile_seconds = await profiles.rebuild_all(conn, today=today, progress=progress, base=base)
     return SeedSummary(
         district_code=DISTRICT_CODE,
         areas=len(grids) + 1 + len(SUBDISTRICTS),

@@ -15,25 +15,47 @@ from typing import Any
 
 import asyncpg
 
-from merchant_code import db
+from merchant_code import db, rendering
+from merchant_code.settings import Settings
 
 BATCH = 2000
+# the base of the URLs in a page's JSON-LD when the caller names none (the settings' default)
+DEFAULT_BASE = Settings().base_url
 
 
-async def rebuild(conn: asyncpg.Connection, shop_ids: list[int], today: datetime.date | None = None) -> int:
+async def rebuild(
+    conn: asyncpg.Connection, shop_ids: list[int], today: datetime.date | None = None, base: str | None = None
+) -> int:
+    """Rebuild these shops' profiles (SQL, set-based), then render their citizen answers (JSON and
+    both pages) into the same rows, in the caller's transaction."""
     if not shop_ids:
         return 0
     written: int = await db.queries.rebuild_profiles(conn, ids=shop_ids, today=today or datetime.date.today())
+    await render(conn, shop_ids, base or DEFAULT_BASE)
     return written
 
 
-async def drain(conn: asyncpg.Connection, batch: int = BATCH, today: datetime.date | None = None) -> int:
+async def render(conn: asyncpg.Connection, shop_ids: list[int], base: str) -> None:
+    ids, json, zh, en, statuses = [], [], [], [], []
+    async for row in db.queries.list_citizen_docs(conn, ids=shop_ids):
+        answers = rendering.citizen_answers(row["doc"], base)
+        ids.append(row["shop_id"])
+        json.append(answers.json)
+        zh.append(answers.html_zh)
+        en.append(answers.html_en)
+        statuses.append(answers.status)
+    await db.queries.store_citizen_answers(conn, ids=ids, json=json, zh=zh, en=en, statuses=statuses)
+
+
+async def drain(
+    conn: asyncpg.Connection, batch: int = BATCH, today: datetime.date | None = None, base: str | None = None
+) -> int:
     """Rebuild every profile marked dirty, a batch per transaction; returns how many."""
     total = 0
     while True:
         async with conn.transaction():
             ids: list[int] = await db.queries.claim_dirty_profiles(conn, batch=batch)
-            total += await rebuild(conn, ids, today)
+            total += await rebuild(conn, ids, today, base)
         if len(ids) < batch:
             return total
 
@@ -43,6 +65,7 @@ async def rebuild_all(
     batch: int = 5000,
     today: datetime.date | None = None,
     progress: Callable[[str], Any] | None = None,
+    base: str | None = None,
 ) -> tuple[int, float]:
     """Every shop's profile, in id ranges (one transaction each); (profiles, seconds)."""
     started = time.perf_counter()
@@ -52,7 +75,7 @@ async def rebuild_all(
         if not ids:
             break
         async with conn.transaction():
-            total += await rebuild(conn, ids, today)
+            total += await rebuild(conn, ids, today, base)
             await db.queries.clear_dirty_profiles(conn, ids=ids)
         after = ids[-1]
         if progress is not None and total % (batch * 20) == 0:
@@ -63,4 +86,4 @@ async def rebuild_all(
 async def drain_job(state: Any) -> None:
     """Scheduled: keep profiles current."""
     async with db.acquire(state.pool) as conn:
-        await drain(conn)
+        await drain(conn, base=state.settings.base_url)

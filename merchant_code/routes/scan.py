@@ -24,8 +24,8 @@ from litestar.response.base import ASGIResponse
 from merchant_code import access, audit, auth, db, masking
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import DomainError, InvalidInput, NotFound
-from merchant_code.profile_cache import Entry, ProfileCache
-from merchant_code.views import InspectorShop, MerchantShop, risk_reasons
+from merchant_code.profile_cache import Entry, Kind, ProfileCache
+from merchant_code.views import CitizenShop, InspectorShop, MerchantShop, risk_reasons
 
 View = Literal["citizen", "merchant", "inspector"]
 HTML = "text/html; charset=utf-8"
@@ -107,44 +107,36 @@ def render(request: Request[Any, Any, Any], template: str, **context: Any) -> by
     return text.encode()
 
 
-def citizen_response(
-    request: Request[Any, Any, Any], entry: Entry, en: bool, preview: bool = False
-) -> ASGIResponse:
-    if wants_json(request):
-        kind = "json"
-        body = entry.body(kind, lambda: msgspec.json.encode(entry.shop))
-        media = "application/json"
-    else:
-        kind = "html:en" if en else "html:zh"
-        if preview:  # a staff member's preview: not the cached page (it carries a way back)
-            body = render(
-                request,
-                "scan.html.j2",
-                shop=entry.shop,
-                view="citizen",
-                en=en,
-                preview=True,
-                base=_base(request),
-            )
-        else:
-            body = entry.body(
-                kind,
-                lambda: render(
-                    request,
-                    "scan.html.j2",
-                    shop=entry.shop,
-                    view="citizen",
-                    en=en,
-                    preview=False,
-                    base=_base(request),
-                ),
-            )
-        media = HTML
-    etag = f'W/"{entry.version}-{kind}{"-p" if preview else ""}"'
+def citizen_response(request: Request[Any, Any, Any], entry: Entry, kind: Kind) -> ASGIResponse:
+    """The stored answer as it is, with a version ETag (304 when the caller has it)."""
+    if entry.status == 410 and kind == "json":
+        raise NotFound("this sticker has been revoked")
+    media = "application/json" if kind == "json" else HTML
+    etag = f'W/"{entry.version}-{kind}"'
     headers = {"ETag": etag, "Vary": VARY, "Cache-Control": "no-cache"}
-    if request.headers.get("if-none-match") == etag:
+    if entry.status == 200 and request.headers.get("if-none-match") == etag:
         return reply(b"", media, headers, 304)
-    return reply(body, media, headers)
+    return reply(entry.body, media, headers, entry.status)
+
+
+def answer_kind(request: Request[Any, Any, Any], en: bool) -> Kind:
+    return "json" if wants_json(request) else ("en" if en else "zh")
+
+
+def citizen_preview(request: Request[Any, Any, Any], doc: dict[str, Any], en: bool) -> ASGIResponse:
+    """A signed-in owner's or inspector's preview of the citizen view: rendered now, since it
+    carries a way back to their own view."""
+    shop = msgspec.convert(doc, CitizenShop)
+    if wants_json(request):
+        return reply(
+            msgspec.json.encode(shop),
+            "application/json",
+            {"Vary": VARY, "Cache-Control": "private, no-store"},
+        )
+    body = render(
+        request, "scan.html.j2", shop=shop, view="citizen", en=en, preview=True, base=_base(request)
+    )
+    return reply(body, HTML, {"Vary": VARY, "Cache-Control": "private, no-store"})
 
 
 def _base(request: Request[Any, Any, Any]) -> str:
@@ -185,12 +177,8 @@ async def scan(
     async with db.acquire(state.pool) as conn:
         try:
             if principal is None:
-                entry = await cache.citizen(conn, parsed)
-                if entry.shop.revoked:
-                    return invalid_sticker(
-                        request, NotFound("this sticker has been revoked"), en, revoked=True
-                    )
-                return citizen_response(request, entry, en)
+                kind = answer_kind(request, en)
+                return citizen_response(request, await cache.citizen(conn, parsed, kind), kind)
             return await _signed_in(request, conn, cache, principal, parsed, en, preview=view == "citizen")
         except NotFound as exc:
             return invalid_sticker(request, exc, en)
@@ -205,7 +193,8 @@ async def _signed_in(
     en: bool,
     preview: bool,
 ) -> ASGIResponse:
-    entry = await cache.citizen(conn, code)  # makes sure the profile exists
+    kind = answer_kind(request, en)
+    entry = await cache.citizen(conn, code, kind)  # makes sure the profile exists
     row = await db.queries.get_full_profile(conn, code=code)
     chosen: View = "citizen"
     if row is not None and not preview:
@@ -214,14 +203,14 @@ async def _signed_in(
         elif principal.covers(row["area_path"]):
             chosen = "inspector"
     if chosen == "citizen":
-        if entry.shop.revoked and not preview:
-            return invalid_sticker(request, NotFound("this sticker has been revoked"), en, revoked=True)
         staff_preview = (
             preview
             and row is not None
             and (row["shop_id"] in principal.shop_ids or principal.covers(row["area_path"]))
         )
-        return citizen_response(request, entry, en, preview=staff_preview)
+        if staff_preview and row is not None:
+            return citizen_preview(request, row["citizen_doc"], en)
+        return citizen_response(request, entry, kind)
     assert row is not None
     shop: MerchantShop | InspectorShop
     if chosen == "merchant":

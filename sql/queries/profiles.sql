@@ -287,3 +287,13 @@ SELECT shop_id, version, area_path, citizen_doc, merchant_doc, full_doc FROM sho
 
 -- name: get_shop_id_by_code(code)$
 SELECT id FROM shop WHERE code = :code;
+
+-- name: list_citizen_docs(ids)
+SELECT shop_id, citizen_doc::text AS doc FROM shop_profile WHERE shop_id = ANY(:ids::bigint[]);
+
+-- name: store_citizen_answers(ids, json, zh, en, statuses)!
+UPDATE shop_profile p
+SET citizen_json = u.json, citizen_html_zh = u.zh, citizen_html_en = u.en, citizen_status = u.status
+FROM unnest(:ids::bigint[], :json::bytea[], :zh::bytea[], :en::bytea[], :statuses::int2[])
+     AS u(shop_id, json, zh, en, status)
+WHERE p.shop_id = u.shop_id;
