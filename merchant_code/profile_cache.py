@@ -1,9 +1,10 @@
 """The scan's in-process cache of citizen answers, checked against the stored version.
 
 The answers (JSON, the Chinese and the English page) are rendered when the profile is rebuilt and
-stored in it. A scan is one indexed read of `shop_profile` by code that returns only the version
-when this worker's copy is current, and the ready bytes when it is not: no template or JSON work
-on any scan, cached or not. A bounded LRU per worker process, keyed by code and answer kind.
+stored in `citizen_answer`, one narrow row per kind, kept inline. A scan is one read by primary
+key that returns only the version when this worker's copy is current, and the ready bytes when
+it is not: no template or JSON work on any scan, cached or not. A bounded LRU per worker
+process, keyed by code and answer kind.
 """
 
 from __future__ import annotations
@@ -20,14 +21,10 @@ Kind = Literal["json", "zh", "en"]
 
 # The scan's hot path, the one statement it runs (per kind of answer). Called on asyncpg directly
 # (prepared once per connection): aiosql's per-call wrapper would cost more than the query.
-ANSWER = {
-    kind: f"""
-SELECT shop_id, version, citizen_status AS status,
-       CASE WHEN version = $2 THEN NULL ELSE {column} END AS body
-FROM shop_profile WHERE code = $1
+ANSWER = """
+SELECT shop_id, version, status, CASE WHEN version = $3 THEN NULL ELSE body END AS body
+FROM citizen_answer WHERE code = $1 AND kind = $2
 """
-    for kind, column in (("json", "citizen_json"), ("zh", "citizen_html_zh"), ("en", "citizen_html_en"))
-}
 
 
 class Entry:
@@ -52,16 +49,17 @@ class ProfileCache:
         """The current citizen answer of a (valid, already parsed) code; NotFound if no shop."""
         key = (code, kind)
         entry = self.entries.get(key)
-        row = await conn.fetchrow(ANSWER[kind], code, entry.version if entry else -1)
-        if row is None or (row["body"] is None and entry is None):
+        row = await conn.fetchrow(ANSWER, code, kind, entry.version if entry else -1)
+        if row is None:
             row = await self._build_missing(conn, code, kind)
         if entry is not None and row["body"] is None:
             self.hits += 1
-            self.entries.move_to_end(key)
-            return entry
-        self.misses += 1
-        entry = Entry(row["shop_id"], row["version"], row["status"], row["body"])
+        else:
+            self.misses += 1
+            entry = Entry(row["shop_id"], row["version"], row["status"], row["body"])
+        # other scans may have evicted or replaced it while this one waited for the database
         self.entries[key] = entry
+        self.entries.move_to_end(key)
         while len(self.entries) > self.max_entries:
             self.entries.popitem(last=False)
         return entry
@@ -74,7 +72,7 @@ class ProfileCache:
             raise NotFound("no shop has this code: the sticker is not valid")
         async with conn.transaction():
             await profiles.rebuild(conn, [shop_id], base=self.base)
-        row = await conn.fetchrow(ANSWER[kind], code, -1)
+        row = await conn.fetchrow(ANSWER, code, kind, -1)
         assert row is not None
         record: asyncpg.Record = row
         return record

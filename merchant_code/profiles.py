@@ -36,15 +36,25 @@ async def rebuild(
 
 
 async def render(conn: asyncpg.Connection, shop_ids: list[int], base: str) -> None:
-    ids, json, zh, en, statuses = [], [], [], [], []
+    """Render the citizen answers of these profiles into `citizen_answer`, one row per kind."""
+    codes: list[str] = []
+    kinds: list[str] = []
+    owners: list[int] = []
+    versions: list[int] = []
+    statuses: list[int] = []
+    bodies: list[bytes] = []
     async for row in db.queries.list_citizen_docs(conn, ids=shop_ids):
         answers = rendering.citizen_answers(row["doc"], base)
-        ids.append(row["shop_id"])
-        json.append(answers.json)
-        zh.append(answers.html_zh)
-        en.append(answers.html_en)
-        statuses.append(answers.status)
-    await db.queries.store_citizen_answers(conn, ids=ids, json=json, zh=zh, en=en, statuses=statuses)
+        for kind, body in (("json", answers.json), ("zh", answers.html_zh), ("en", answers.html_en)):
+            codes.append(row["code"])
+            kinds.append(kind)
+            owners.append(row["shop_id"])
+            versions.append(row["version"])
+            statuses.append(answers.status)
+            bodies.append(body)
+    await db.queries.store_citizen_answers(
+        conn, codes=codes, kinds=kinds, shop_ids=owners, versions=versions, statuses=statuses, bodies=bodies
+    )
 
 
 async def drain(

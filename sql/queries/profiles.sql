@@ -289,11 +289,11 @@ SELECT shop_id, version, area_path, citizen_doc, merchant_doc, full_doc FROM sho
 SELECT id FROM shop WHERE code = :code;
 
 -- name: list_citizen_docs(ids)
-SELECT shop_id, citizen_doc::text AS doc FROM shop_profile WHERE shop_id = ANY(:ids::bigint[]);
+SELECT shop_id, code, version, citizen_doc::text AS doc FROM shop_profile WHERE shop_id = ANY(:ids::bigint[]);
 
--- name: store_citizen_answers(ids, json, zh, en, statuses)!
-UPDATE shop_profile p
-SET citizen_json = u.json, citizen_html_zh = u.zh, citizen_html_en = u.en, citizen_status = u.status
-FROM unnest(:ids::bigint[], :json::bytea[], :zh::bytea[], :en::bytea[], :statuses::int2[])
-     AS u(shop_id, json, zh, en, status)
-WHERE p.shop_id = u.shop_id;
+-- name: store_citizen_answers(codes, kinds, shop_ids, versions, statuses, bodies)!
+INSERT INTO citizen_answer AS a (code, kind, shop_id, version, status, body)
+SELECT * FROM unnest(:codes::text[], :kinds::text[], :shop_ids::bigint[], :versions::bigint[],
+                     :statuses::int2[], :bodies::bytea[])
+ON CONFLICT (code, kind) DO UPDATE SET
+    shop_id = excluded.shop_id, version = excluded.version, status = excluded.status, body = excluded.body;
