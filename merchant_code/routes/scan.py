@@ -16,8 +16,6 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 from litestar import Request, get
-from litestar.datastructures import State
-from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response.base import ASGIResponse
 
@@ -159,8 +157,6 @@ def invalid_sticker(
 @get("/s/{code:str}", opt={"access": "public"}, tags=["scan"])
 async def scan(
     request: Request[Any, Any, Any],
-    state: State,
-    principal: NamedDependency[auth.Principal | None],
     code: FromPath[str],
     lang: FromQuery[Literal["zh", "en"] | None] = None,
     view: FromQuery[Literal["citizen"] | None] = None,
@@ -168,6 +164,10 @@ async def scan(
     """The shop behind a sticker: HTML (Chinese by default; `?lang=en` or Accept-Language for
     English) or JSON for `Accept: application/json`, in the caller's view. `?view=citizen` lets a
     signed-in owner or inspector preview what citizens see."""
+    # the app state and the caller are read directly: dependency injection costs more than the
+    # rest of a cached scan
+    state = request.app.state
+    principal = access.principal_of(request)
     en = english(request, lang)
     try:
         parsed = parse_shop_code(code)
