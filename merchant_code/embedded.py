@@ -101,6 +101,18 @@ def _ensure_database(server: Any) -> None:
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{APP_DATABASE}';")
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {APP_DATABASE};")
+    # PostgreSQL's default of 128 MB of shared buffers is sized for a small shared machine; the
+    # embedded server is the service's own, so give it an eighth of the memory (at most 1 GB).
+    # Applied from the next start (the first start of a new folder runs on the default).
+    server.psql(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers_mb()}MB';")
+
+
+def shared_buffers_mb() -> int:
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 128
+    return max(128, min(1024, memory // 8 // 2**20))
 
 
 def _log_tail(path: Path) -> str:
