@@ -1,0 +1,162 @@
+-- The feed runner's statements: every write is set-based over arrays of one page's records.
+
+-- name: get_feed_source(name)^
+SELECT id, kind, name, url, config, enabled, cursor, failures, paused_until, interval_seconds
+FROM feed_source WHERE name = :name;
+
+-- name: list_feed_sources()
+SELECT id, kind, name, url, enabled, interval_seconds, failures, paused_until, last_success_at, cursor
+FROM feed_source ORDER BY name;
+
+-- name: try_lock_feed_source(key)$
+SELECT pg_try_advisory_xact_lock(:key);
+
+-- name: create_feed_run(source_id)$
+INSERT INTO feed_run (source_id) VALUES (:source_id) RETURNING id;
+
+-- name: add_to_feed_run(id, fetched, inserted, updated, unchanged, quarantined)!
+UPDATE feed_run SET fetched = fetched + :fetched, inserted = inserted + :inserted, updated = updated + :updated,
+                    unchanged = unchanged + :unchanged, quarantined = quarantined + :quarantined
+WHERE id = :id;
+
+-- name: finish_feed_run(id, status, error)!
+UPDATE feed_run SET status = :status, error = :error, finished_at = now() WHERE id = :id;
+
+-- name: set_feed_cursor(id, cursor)!
+UPDATE feed_source SET cursor = :cursor WHERE id = :id;
+
+-- name: feed_source_succeeded(id)!
+UPDATE feed_source SET failures = 0, paused_until = NULL, last_success_at = now() WHERE id = :id;
+
+-- name: feed_source_failed(id, pause_after, pause_seconds)$
+UPDATE feed_source SET failures = failures + 1,
+       paused_until = CASE WHEN failures + 1 >= :pause_after
+                           THEN now() + make_interval(secs => :pause_seconds * (failures + 2 - :pause_after))
+                           ELSE paused_until END
+WHERE id = :id
+RETURNING failures;
+
+-- name: create_feed_rejects(run_id, source_id, external_ids, raws, reasons)!
+INSERT INTO feed_reject (run_id, source_id, external_id, raw_bytes, reason)
+SELECT :run_id, :source_id, e, r, why FROM unnest(:external_ids::text[], :raws::bytea[], :reasons::text[]) AS u(e, r, why);
+
+-- name: resolve_shops(source_id, business_ids, usccs, licence_numbers, names, addresses)
+-- For each record (by position), the shop it is about and how it was found: the source's own
+-- mapping first, then the USCC, a licence number, and a name and address that match exactly.
+SELECT u.n, coalesce(m.shop_id, by_uscc.id, by_licence.shop_id, by_name.id) AS shop_id,
+       CASE WHEN m.shop_id IS NOT NULL THEN 'business_id'
+            WHEN by_uscc.id IS NOT NULL THEN 'uscc'
+            WHEN by_licence.shop_id IS NOT NULL THEN 'licence_number'
+            WHEN by_name.id IS NOT NULL THEN 'name_address' END AS matched_by
+FROM unnest(:business_ids::text[], :usccs::text[], :licence_numbers::text[], :names::text[], :addresses::text[])
+     WITH ORDINALITY AS u(business_id, uscc, licence_number, name, address, n)
+LEFT JOIN feed_shop_map m ON m.source_id = :source_id AND m.business_id = u.business_id
+LEFT JOIN shop by_uscc ON by_uscc.uscc = u.uscc
+LEFT JOIN LATERAL (SELECT l.shop_id FROM licence l WHERE l.number = u.licence_number ORDER BY l.id LIMIT 1) by_licence ON true
+LEFT JOIN LATERAL (SELECT s.id FROM shop s WHERE s.name = u.name AND s.address = u.address ORDER BY s.id LIMIT 1) by_name
+       ON u.name IS NOT NULL AND u.address IS NOT NULL
+ORDER BY u.n;
+
+-- name: upsert_shop_map(source_id, business_ids, shop_ids, matched_bys)
+WITH up AS (
+    INSERT INTO feed_shop_map AS m (source_id, business_id, shop_id, matched_by)
+    SELECT :source_id, b, s, w FROM unnest(:business_ids::text[], :shop_ids::bigint[], :matched_bys::text[]) AS u(b, s, w)
+    ON CONFLICT (source_id, business_id) DO UPDATE SET shop_id = excluded.shop_id, matched_by = excluded.matched_by,
+                                                     learned_at = now()
+    WHERE m.shop_id IS DISTINCT FROM excluded.shop_id
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT inserted FROM up;
+
+-- name: upsert_inspections(source, external_ids, shop_ids, dates, kinds, scores, results, grades, summaries, updated_ats)
+-- Insert or update by (source, external_id); a version older than the stored one, or identical
+-- to it, is left alone (not returned: the runner counts it as unchanged).
+WITH up AS (
+    INSERT INTO inspection AS i (shop_id, source, external_id, inspected_on, kind, score, result, grade, summary,
+                                 source_updated_at, fetched_at)
+    SELECT s, :source, e, d, coalesce(k, 'routine'), sc, r, g, sm, ua, now()
+    FROM unnest(:external_ids::text[], :shop_ids::bigint[], :dates::date[], :kinds::text[], :scores::numeric[],
+                :results::text[], :grades::text[], :summaries::text[], :updated_ats::timestamptz[])
+         AS u(e, s, d, k, sc, r, g, sm, ua)
+    ON CONFLICT (source, external_id) DO UPDATE SET
+        shop_id = excluded.shop_id, inspected_on = excluded.inspected_on, kind = excluded.kind,
+        score = excluded.score, result = excluded.result, grade = excluded.grade, summary = excluded.summary,
+        source_updated_at = excluded.source_updated_at, fetched_at = now()
+    WHERE (i.source_updated_at IS NULL OR excluded.source_updated_at IS NULL
+           OR excluded.source_updated_at >= i.source_updated_at)
+      AND (i.shop_id, i.inspected_on, i.kind, i.score, i.result, i.grade, i.summary)
+          IS DISTINCT FROM (excluded.shop_id, excluded.inspected_on, excluded.kind, excluded.score,
+                            excluded.result, excluded.grade, excluded.summary)
+    RETURNING i.id, i.external_id, (xmax = 0) AS inserted
+)
+SELECT id, external_id, inserted FROM up;
+
+-- name: replace_violations(inspection_ids, codes, descriptions, criticals)!
+-- The violations of inspections just inserted or changed, replaced as a whole.
+WITH gone AS (DELETE FROM violation WHERE inspection_id = ANY(:inspection_ids::bigint[]))
+INSERT INTO violation (inspection_id, code, description, critical)
+SELECT i, coalesce(c, ''), d, coalesce(cr, false)
+FROM unnest(:inspection_ids::bigint[], :codes::text[], :descriptions::text[], :criticals::bool[]) AS u(i, c, d, cr)
+WHERE d IS NOT NULL;
+
+-- name: upsert_licences(source, external_ids, shop_ids, numbers, kinds, holder_usccs, issued_ons, valid_froms, valid_tos, statuses, updated_ats)
+WITH up AS (
+    INSERT INTO licence AS l (shop_id, source, external_id, number, kind, holder_uscc, issued_on, valid_from,
+                              valid_to, status, source_updated_at, fetched_at, updated_at)
+    SELECT s, :source, e, num, k, h, io, vf, vt, st, ua, now(), now()
+    FROM unnest(:external_ids::text[], :shop_ids::bigint[], :numbers::text[], :kinds::text[], :holder_usccs::text[],
+                :issued_ons::date[], :valid_froms::date[], :valid_tos::date[], :statuses::text[],
+                :updated_ats::timestamptz[]) AS u(e, s, num, k, h, io, vf, vt, st, ua)
+    ON CONFLICT (source, external_id) DO UPDATE SET
+        shop_id = excluded.shop_id, number = excluded.number, kind = excluded.kind,
+        holder_uscc = excluded.holder_uscc, issued_on = excluded.issued_on, valid_from = excluded.valid_from,
+        valid_to = excluded.valid_to, status = excluded.status, source_updated_at = excluded.source_updated_at,
+        fetched_at = now(), updated_at = now()
+    WHERE (l.source_updated_at IS NULL OR excluded.source_updated_at IS NULL
+           OR excluded.source_updated_at >= l.source_updated_at)
+      AND (l.shop_id, l.number, l.kind, l.holder_uscc, l.issued_on, l.valid_from, l.valid_to, l.status)
+          IS DISTINCT FROM (excluded.shop_id, excluded.number, excluded.kind, excluded.holder_uscc,
+                            excluded.issued_on, excluded.valid_from, excluded.valid_to, excluded.status)
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT inserted FROM up;
+
+-- name: upsert_reviews(source, external_ids, shop_ids, ratings, bodies, authors, posted_ats, edited_ats, deleteds, updated_ats)
+WITH up AS (
+    INSERT INTO review AS r (shop_id, source, external_id, rating, body, author_alias, posted_at, edited_at,
+                             deleted_at, source_updated_at, fetched_at)
+    SELECT s, :source, e, rt, b, a, p, ed, CASE WHEN del THEN now() END, ua, now()
+    FROM unnest(:external_ids::text[], :shop_ids::bigint[], :ratings::int2[], :bodies::text[], :authors::text[],
+                :posted_ats::timestamptz[], :edited_ats::timestamptz[], :deleteds::bool[], :updated_ats::timestamptz[])
+         AS u(e, s, rt, b, a, p, ed, del, ua)
+    ON CONFLICT (source, external_id) DO UPDATE SET
+        shop_id = excluded.shop_id, rating = excluded.rating, body = excluded.body,
+        author_alias = excluded.author_alias, posted_at = excluded.posted_at, edited_at = excluded.edited_at,
+        deleted_at = CASE WHEN excluded.deleted_at IS NULL THEN NULL ELSE coalesce(r.deleted_at, excluded.deleted_at) END,
+        source_updated_at = excluded.source_updated_at, fetched_at = now()
+    WHERE (r.source_updated_at IS NULL OR excluded.source_updated_at IS NULL
+           OR excluded.source_updated_at >= r.source_updated_at)
+      AND (r.shop_id, r.rating, r.body, r.author_alias, r.posted_at, r.edited_at, r.deleted_at IS NULL)
+          IS DISTINCT FROM (excluded.shop_id, excluded.rating, excluded.body, excluded.author_alias,
+                            excluded.posted_at, excluded.edited_at, excluded.deleted_at IS NULL)
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT inserted FROM up;
+
+-- name: upsert_sentiment(source, external_ids, shop_ids, titles, urls, summaries, published_ats, tones, confidences)
+WITH up AS (
+    INSERT INTO sentiment_item AS x (shop_id, source, external_id, title, url, summary, published_at, tone,
+                                     match_confidence, fetched_at)
+    SELECT s, :source, e, t, u2, sm, p, tn, c, now()
+    FROM unnest(:external_ids::text[], :shop_ids::bigint[], :titles::text[], :urls::text[], :summaries::text[],
+                :published_ats::timestamptz[], :tones::text[], :confidences::real[]) AS u(e, s, t, u2, sm, p, tn, c)
+    ON CONFLICT (source, external_id) DO UPDATE SET
+        shop_id = excluded.shop_id, title = excluded.title, url = excluded.url, summary = excluded.summary,
+        published_at = excluded.published_at, tone = excluded.tone, match_confidence = excluded.match_confidence,
+        fetched_at = now()
+    WHERE (x.shop_id, x.title, x.url, x.summary, x.published_at, x.tone, x.match_confidence)
+          IS DISTINCT FROM (excluded.shop_id, excluded.title, excluded.url, excluded.summary,
+                            excluded.published_at, excluded.tone, excluded.match_confidence)
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT inserted FROM up;

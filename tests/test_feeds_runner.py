@@ -1,0 +1,197 @@
+"""The feed runner, through a fake source: matching, idempotent upserts, never backwards,
+quarantine, cursor and counts, failures and the breaker, one instance per source."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import types
+from typing import Any
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+
+from merchant_code import db
+from merchant_code.feeds import runner
+from merchant_code.feeds.base import InspectionRecord, Match, Page, Parsed, Reject, ShopRecord, Violation
+from tests import factories
+
+DAY = datetime.date(2026, 5, 1)
+T1 = datetime.datetime(2026, 5, 2, tzinfo=datetime.UTC)
+T0 = datetime.datetime(2026, 4, 2, tzinfo=datetime.UTC)
+
+
+class Config(msgspec.Struct):
+    url: str
+
+
+def fake(pages: list[Parsed], fail: bool = False) -> types.ModuleType:
+    """A source module serving `pages` in order (the cursor is the next page's index)."""
+    mod = types.ModuleType("fake_feed")
+
+    async def fetch(client: httpx.AsyncClient, config: Config, cursor: str | None) -> Page:
+        if fail:
+            raise httpx.ConnectError("connection refused")
+        n = int(cursor or 0)
+        return Page(body=str(n).encode(), next_cursor=str(n + 1), last=n + 1 >= len(pages))
+
+    def parse(page: Page, config: Config) -> Parsed:
+        return pages[int(page.body)]
+
+    mod.Config = Config  # type: ignore[attr-defined]
+    mod.fetch = fetch  # type: ignore[attr-defined]
+    mod.parse = parse  # type: ignore[attr-defined]
+    return mod
+
+
+async def source(conn: asyncpg.Connection, name: str = "fake") -> None:
+    await conn.execute(
+        "INSERT INTO feed_source (kind, name, url) VALUES ('lives', $1, 'http://127.0.0.1:9/')", name
+    )
+
+
+def inspection(
+    n: int, business: str = "B1", score: float = 90.0, updated: datetime.datetime = T1
+) -> InspectionRecord:
+    return InspectionRecord(
+        external_id=f"I{n}",
+        match=Match(business_id=business),
+        inspected_on=DAY,
+        result="pass",
+        score=score,
+        violations=(Violation("V08", "加工场所环境卫生不整洁", False),),
+        updated_at=updated,
+    )
+
+
+async def run(db_url: str, mod: types.ModuleType, name: str = "fake") -> runner.RunResult:
+    pool = await db.create_pool(db_url, max_size=4)
+    try:
+        async with httpx.AsyncClient() as client:
+            return await runner.run_source(pool, name, client=client, module=mod, deadline=10)
+    finally:
+        await pool.close()
+
+
+async def fingerprint(conn: asyncpg.Connection) -> list[Any]:
+    return [
+        tuple(r)
+        for r in await conn.fetch(
+            "SELECT i.external_id, i.shop_id, i.score, i.result, array_agg(v.code ORDER BY v.id)"
+            " FROM inspection i LEFT JOIN violation v ON v.inspection_id = i.id"
+            " WHERE i.source = 'fake' GROUP BY i.id ORDER BY i.external_id"
+        )
+    ]
+
+
+async def test_a_page_is_matched_stored_quarantined_and_counted(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    shop_id, _ = await factories.shop(conn)
+    uscc = await conn.fetchval("SELECT uscc FROM shop WHERE id = $1", shop_id)
+    await source(conn)
+    await conn.execute("DELETE FROM profile_dirty")
+    page = Parsed(
+        records=[
+            ShopRecord(external_id="B1", match=Match(business_id="B1", uscc=uscc)),
+            inspection(1),
+            inspection(2, business="NOBODY"),
+        ],
+        rejects=[Reject(b"B1,19000101,,", "placeholder date 1900-01-01", None)],
+    )
+    result = await run(db_url, fake([page]))
+    assert result.status == "ok", result.error
+    c = result.counts
+    assert (c.fetched, c.inserted, c.updated, c.unchanged, c.quarantined) == (4, 2, 0, 0, 2)
+    assert c.fetched == c.inserted + c.updated + c.unchanged + c.quarantined
+    row = await conn.fetchrow("SELECT * FROM feed_run WHERE id = $1", result.run_id)
+    assert row is not None and (row["status"], row["fetched"], row["quarantined"]) == ("ok", 4, 2)
+    assert await conn.fetchval("SELECT shop_id FROM inspection WHERE external_id = 'I1'") == shop_id
+    reasons = {r["reason"] for r in await conn.fetch("SELECT reason FROM feed_reject")}
+    assert reasons == {"placeholder date 1900-01-01", "no shop in the register matches this record"}
+    raw = await conn.fetchval("SELECT raw_bytes FROM feed_reject WHERE reason LIKE 'placeholder%'")
+    assert raw == b"B1,19000101,,"
+    assert await conn.fetchval("SELECT cursor FROM feed_source WHERE name = 'fake'") == "1"
+    assert await conn.fetchval("SELECT count(*) FROM profile_dirty WHERE shop_id = $1", shop_id) == 1
+
+
+async def test_the_same_page_three_times_and_pages_out_of_order_change_nothing(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    shop_id, _ = await factories.shop(conn)
+    uscc = await conn.fetchval("SELECT uscc FROM shop WHERE id = $1", shop_id)
+    await source(conn)
+    first = Parsed(
+        records=[ShopRecord(external_id="B1", match=Match(uscc=uscc, business_id="B1")), inspection(1)],
+        rejects=[],
+    )
+    # page 2 carries a later version of I1 (the source changed it since page 1 was made)
+    later = T1 + datetime.timedelta(days=1)
+    second = Parsed(records=[inspection(2), inspection(1, score=95.0, updated=later)], rejects=[])
+    results = []
+    for _ in range(3):
+        await conn.execute("UPDATE feed_source SET cursor = NULL")
+        results.append(await run(db_url, fake([first, second])))
+    after_three = await fingerprint(conn)
+    assert [r.counts.inserted for r in results] == [3, 0, 0]  # the mapping, I1 and I2
+    assert results[2].counts.unchanged == results[2].counts.fetched - results[2].counts.quarantined
+    # the same two pages the other way round give the same data
+    await conn.execute("UPDATE feed_source SET cursor = NULL")
+    await run(db_url, fake([second, first]))
+    await conn.execute("UPDATE feed_source SET cursor = NULL")
+    await run(db_url, fake([first, second]))
+    assert await fingerprint(conn) == after_three
+    assert after_three[0][2] == 95  # the later version of I1 won
+
+
+async def test_an_older_version_never_overwrites_a_newer_one(db_url: str, conn: asyncpg.Connection) -> None:
+    shop_id, _ = await factories.shop(conn)
+    uscc = await conn.fetchval("SELECT uscc FROM shop WHERE id = $1", shop_id)
+    await source(conn)
+    mapping = ShopRecord(external_id="B1", match=Match(uscc=uscc, business_id="B1"))
+    await run(db_url, fake([Parsed(records=[mapping, inspection(1, score=80.0, updated=T1)], rejects=[])]))
+    await conn.execute("UPDATE feed_source SET cursor = NULL")
+    stale = await run(db_url, fake([Parsed(records=[inspection(1, score=60.0, updated=T0)], rejects=[])]))
+    assert stale.counts.unchanged == 1 and stale.counts.updated == 0
+    assert await conn.fetchval("SELECT score FROM inspection WHERE external_id = 'I1'") == 80
+
+
+async def test_a_failing_source_is_recorded_and_paused_after_five_failures(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    await source(conn)
+    for _ in range(runner.PAUSE_AFTER):
+        result = await run(db_url, fake([], fail=True))
+        assert result.status == "failed" and "ConnectError" in (result.error or "")
+    row = await conn.fetchrow("SELECT failures, paused_until FROM feed_source WHERE name = 'fake'")
+    assert row is not None and row["failures"] == runner.PAUSE_AFTER and row["paused_until"] is not None
+    assert await conn.fetchval("SELECT count(*) FROM feed_run WHERE status = 'failed'") == runner.PAUSE_AFTER
+
+
+async def test_two_instances_never_run_one_source_at_once(db_url: str, conn: asyncpg.Connection) -> None:
+    await source(conn)
+    gate = asyncio.Event()
+    mod = fake([Parsed(records=[], rejects=[])])
+    original = mod.fetch
+
+    async def slow_fetch(client: httpx.AsyncClient, config: Config, cursor: str | None) -> Page:
+        await gate.wait()
+        page: Page = await original(client, config, cursor)
+        return page
+
+    mod.fetch = slow_fetch  # type: ignore[attr-defined]
+    first = asyncio.create_task(run(db_url, mod))
+    await asyncio.sleep(0.5)
+    second = await run(db_url, mod)
+    gate.set()
+    assert second.status == "skipped"
+    assert (await first).status == "ok"
+
+
+async def test_an_unknown_source_is_a_clear_error(db_url: str) -> None:
+    from merchant_code.errors import NotFound
+
+    with pytest.raises(NotFound, match="nothing-here"):
+        await run(db_url, fake([]), name="nothing-here")
