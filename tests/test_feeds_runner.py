@@ -195,3 +195,46 @@ async def test_an_unknown_source_is_a_clear_error(db_url: str) -> None:
 
     with pytest.raises(NotFound, match="nothing-here"):
         await run(db_url, fake([]), name="nothing-here")
+
+
+async def test_a_licence_registry_is_pulled_over_http_page_by_page(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    """The real licence module through the runner, over HTTP (a mock transport: no packet leaves
+    the process): licences land on the shop with the holder's USCC, the cursor moves, and a second
+    pull of the same pages changes nothing."""
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures" / "feeds" / "licences"
+    pages = [(fixtures / "page1.json").read_bytes(), (fixtures / "page2.json").read_bytes()]
+    shop_id, _ = await factories.shop(conn)
+    await conn.execute("UPDATE shop SET uscc = '91310106MA1FL0XX2B' WHERE id = $1", shop_id)
+    await conn.execute(
+        "INSERT INTO feed_source (kind, name, url) VALUES ('licence_registry', 'registry', 'http://127.0.0.1:9/licences')"
+    )
+    seen: list[str] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        assert request.url.host == "127.0.0.1"
+        seen.append(str(request.url.params.get("updated_since")))
+        return httpx.Response(
+            200, content=pages[0 if len(seen) % 2 == 1 else 1], headers={"content-type": "application/json"}
+        )
+
+    pool = await db.create_pool(db_url, max_size=4)
+    try:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(serve)) as client:
+            first = await runner.run_source(pool, "registry", client=client, deadline=10)
+            await conn.execute("UPDATE feed_source SET cursor = NULL WHERE name = 'registry'")
+            again = await runner.run_source(pool, "registry", client=client, deadline=10)
+    finally:
+        await pool.close()
+    assert first.status == "ok", first.error
+    c = first.counts
+    assert c.fetched == c.inserted + c.updated + c.unchanged + c.quarantined and c.inserted >= 2
+    numbers = {
+        r["number"] for r in await conn.fetch("SELECT number FROM licence WHERE shop_id = $1", shop_id)
+    }
+    assert "JY13101060012345" in numbers
+    assert await conn.fetchval("SELECT cursor FROM feed_source WHERE name = 'registry'") is not None
+    assert again.counts.inserted == 0 and again.counts.updated == 0
