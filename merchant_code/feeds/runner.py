@@ -23,6 +23,7 @@ import msgspec
 
 from merchant_code import db
 from merchant_code.errors import NotFound
+from merchant_code.feeds import http as feed_http
 from merchant_code.feeds.base import (
     InspectionRecord,
     LicenceRecord,
@@ -43,6 +44,7 @@ MODULES = {
 LOCK_BASE = 0x6D630000  # 'mc' + the source id: one advisory lock per source
 PAUSE_AFTER = 5  # failed runs in a row before the breaker pauses a source
 PAUSE_SECONDS = 900
+DEADLINE = 300.0  # seconds a run may take, all pages and retries included
 
 
 @dataclass
@@ -73,15 +75,28 @@ def module_for(kind: str) -> ModuleType:
     return importlib.import_module(MODULES[kind])
 
 
+# keys of `feed_source.config` that are the runner's, not the source module's
+RUNNER_KEYS = ("allow_private", "deadline")
+
+
 async def run_source(
     pool: asyncpg.Pool,
     name: str,
     *,
-    client: httpx.AsyncClient,
-    deadline: float = 300.0,
+    client: httpx.AsyncClient | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    deadline: float | None = None,
     module: ModuleType | None = None,
 ) -> RunResult:
-    """Pull one source now: every page after its cursor, each in its own transaction."""
+    """Pull one source now: every page after its cursor, each in its own transaction. Without a
+    client, one is made for the run through the SSRF-checking, retrying transport (over
+    `transport`, for tests, or the network)."""
+    if client is None:
+        async with db.acquire(pool) as conn:
+            row = await db.queries.get_feed_source(conn, name=name)
+        allow = bool(row and (row["config"] or {}).get("allow_private"))
+        async with feed_http.client(allow, inner=transport) as made:
+            return await run_source(pool, name, client=made, deadline=deadline, module=module)
     started = time.perf_counter()
     async with db.acquire(pool) as lock_conn, lock_conn.transaction():
         source = await db.queries.get_feed_source(lock_conn, name=name)
@@ -90,7 +105,10 @@ async def run_source(
         if not await db.queries.try_lock_feed_source(lock_conn, key=LOCK_BASE + source["id"]):
             return RunResult(name, "skipped", error="another instance is running this source")
         mod = module or module_for(source["kind"])
-        config = msgspec.convert({"url": source["url"], **(source["config"] or {})}, mod.Config)
+        options = dict(source["config"] or {})
+        runner_options = {k: options.pop(k) for k in RUNNER_KEYS if k in options}
+        config = msgspec.convert({"url": source["url"], **options}, mod.Config)
+        deadline = deadline or float(runner_options.get("deadline", DEADLINE))
         async with db.acquire(pool) as conn:
             run_id: int = await db.queries.create_feed_run(conn, source_id=source["id"])
             result = RunResult(name, "ok", run_id=run_id)
