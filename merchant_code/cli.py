@@ -54,6 +54,23 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("login")
     reset.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
 
+    feeds = sub.add_parser("feeds", help="outside sources: add, run now, status")
+    feeds_sub = feeds.add_subparsers(dest="action", required=True)
+    add = feeds_sub.add_parser("add", help="add or change a source")
+    add.add_argument("name")
+    add.add_argument(
+        "--kind", required=True, choices=["lives", "fhrs", "licence_registry", "review_platform", "rss"]
+    )
+    add.add_argument("--url", required=True)
+    add.add_argument("--interval", type=int, default=3600, help="seconds between pulls (at least 60)")
+    add.add_argument(
+        "--config", default="{}", help="the source's options as JSON, e.g. '{\"page_size\": 500}'"
+    )
+    add.add_argument("--allow-private", action="store_true", help="allow a loopback or private address")
+    run = feeds_sub.add_parser("run", help="pull one source (or every enabled one) now")
+    run.add_argument("source", nargs="?")
+    feeds_sub.add_parser("status", help="each source's last run, counts, lag and rejects")
+
     prof = sub.add_parser("profiles", help="shop profiles")
     prof.add_argument("action", choices=["rebuild"], help="rebuild: every shop's profile, now")
 
@@ -111,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "account": lambda _, url: commands.account(url, args),
             "audit": lambda _, url: commands.audit_verify(url),
             "profiles": commands.rebuild_profiles,
+            "feeds": lambda settings, url: commands.feeds(settings, url, args),
             "shop": lambda _, url: commands.claim_code(url, args.code),
             "qr": lambda settings, url: commands.qr(settings, url, args),
         }[args.command]

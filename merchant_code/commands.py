@@ -274,3 +274,95 @@ def _write_out(path: str, data: bytes) -> None:
         Path(path).write_bytes(data)
     except OSError as exc:
         raise DomainError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def feeds(settings: Settings, url: str, args: argparse.Namespace) -> None:
+    asyncio.run(_feeds(url, args))
+
+
+async def _feeds(url: str, args: argparse.Namespace) -> None:
+    import json
+
+    from merchant_code.feeds import runner
+
+    await _migrate(url)
+    pool = await db.create_pool(url, max_size=4)
+    try:
+        async with db.acquire(pool) as conn:
+            if args.action == "add":
+                try:
+                    config = json.loads(args.config)
+                except json.JSONDecodeError as exc:
+                    raise DomainError(f"--config is not JSON: {exc}") from None
+                if not isinstance(config, dict):
+                    raise DomainError("--config must be a JSON object")
+                if args.allow_private:
+                    config["allow_private"] = True
+                module = runner.module_for(args.kind)
+                try:
+                    msgspec.convert(
+                        {"url": args.url, **{k: v for k, v in config.items() if k not in runner.RUNNER_KEYS}},
+                        module.Config,
+                    )
+                except msgspec.ValidationError as exc:
+                    raise DomainError(f"the {args.kind} source's options are not valid: {exc}") from None
+                if args.interval < 60:
+                    raise DomainError("--interval must be at least 60 seconds")
+                await db.queries.create_feed_source(
+                    conn,
+                    kind=args.kind,
+                    name=args.name,
+                    url=args.url,
+                    config=config,
+                    interval_seconds=args.interval,
+                )
+                print(f"source {args.name} ({args.kind}) every {args.interval} s from {args.url}")
+                return
+            if args.action == "status":
+                _print_status([dict(r) async for r in db.queries.feed_status(conn)])
+                return
+            names = (
+                [args.source]
+                if args.source
+                else [r["name"] async for r in db.queries.list_feed_sources(conn) if r["enabled"]]
+            )
+        for name in names:
+            result = await runner.run_source(pool, name, progress=_progress(name))
+            print(file=sys.stderr)
+            c = result.counts
+            print(
+                f"{name}: {result.status} in {result.seconds:.1f} s, {result.pages} page(s):"
+                f" fetched {c.fetched} = inserted {c.inserted} + updated {c.updated}"
+                f" + unchanged {c.unchanged} + quarantined {c.quarantined}"
+                + (f"; {result.error}" if result.error else "")
+            )
+    finally:
+        await pool.close()
+
+
+def _progress(name: str) -> Any:
+    def show(result: Any) -> None:
+        c = result.counts
+        bar = "#" * min(40, result.pages)
+        print(f"\r{name} [{bar:<40}] page {result.pages}: {c.fetched} records, {c.quarantined} quarantined",
+              end="", file=sys.stderr, flush=True)  # fmt: skip
+
+    return show
+
+
+def _print_status(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no feed sources (merchant-code feeds add NAME --kind K --url U)")
+        return
+    for r in rows:
+        lag = "never" if r["lag"] is None else f"{int(r['lag'].total_seconds() // 60)} min ago"
+        paused = f", paused until {r['paused_until']:%Y-%m-%d %H:%M}" if r["paused_until"] else ""
+        last = "no run yet" if r["status"] is None else (
+            f"last run {r['status']}: fetched {r['fetched']} = {r['inserted']} new + {r['updated']} changed"
+            f" + {r['unchanged']} unchanged + {r['quarantined']} quarantined"
+        )  # fmt: skip
+        error = f"; {r['error']}" if r["error"] else ""
+        print(
+            f"{r['name']:<20} {r['kind']:<16} data {lag}; {last}; {r['rejects']} in quarantine;"
+            f" {r['failures']} failure(s) in a row{paused}{error}"
+        )

@@ -30,7 +30,10 @@ def registered_jobs() -> list[Job]:
 
 
 def start_scheduler(state: Any, jobs: list[Job]) -> AsyncIOScheduler:
+    from merchant_code.feeds import schedule as feed_schedule
+
     scheduler = AsyncIOScheduler(timezone="UTC")
+    feed_schedule.install(state, scheduler)  # one job per feed source, kept in step with the table
     for job in jobs:
         scheduler.add_job(
             job.func,

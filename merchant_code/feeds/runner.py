@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -87,6 +88,7 @@ async def run_source(
     transport: httpx.AsyncBaseTransport | None = None,
     deadline: float | None = None,
     module: ModuleType | None = None,
+    progress: Callable[[RunResult], None] | None = None,
 ) -> RunResult:
     """Pull one source now: every page after its cursor, each in its own transaction. Without a
     client, one is made for the run through the SSRF-checking, retrying transport (over
@@ -96,7 +98,9 @@ async def run_source(
             row = await db.queries.get_feed_source(conn, name=name)
         allow = bool(row and (row["config"] or {}).get("allow_private"))
         async with feed_http.client(allow, inner=transport) as made:
-            return await run_source(pool, name, client=made, deadline=deadline, module=module)
+            return await run_source(
+                pool, name, client=made, deadline=deadline, module=module, progress=progress
+            )
     started = time.perf_counter()
     async with db.acquire(pool) as lock_conn, lock_conn.transaction():
         source = await db.queries.get_feed_source(lock_conn, name=name)
@@ -124,6 +128,8 @@ async def run_source(
                             await db.queries.add_to_feed_run(conn, id=run_id, **counts.__dict__)
                         result.counts.add(counts)
                         result.pages += 1
+                        if progress is not None:
+                            progress(result)
                         cursor = page.next_cursor
                         if page.last:
                             break

@@ -160,3 +160,20 @@ WITH up AS (
     RETURNING (xmax = 0) AS inserted
 )
 SELECT inserted FROM up;
+
+-- name: create_feed_source(kind, name, url, config, interval_seconds)$
+INSERT INTO feed_source (kind, name, url, config, interval_seconds)
+VALUES (:kind, :name, :url, :config, :interval_seconds)
+ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, url = excluded.url, config = excluded.config,
+                                 interval_seconds = excluded.interval_seconds
+RETURNING id;
+
+-- name: feed_status()
+-- Each source with its last run, how stale its data is and what waits in quarantine.
+SELECT s.name, s.kind, s.enabled, s.interval_seconds, s.failures, s.paused_until, s.last_success_at,
+       now() - s.last_success_at AS lag,
+       r.started_at, r.finished_at, r.status, r.fetched, r.inserted, r.updated, r.unchanged, r.quarantined, r.error,
+       (SELECT count(*) FROM feed_reject j WHERE j.source_id = s.id) AS rejects
+FROM feed_source s
+LEFT JOIN LATERAL (SELECT * FROM feed_run x WHERE x.source_id = s.id ORDER BY x.id DESC LIMIT 1) r ON true
+ORDER BY s.name;

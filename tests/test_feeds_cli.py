@@ -1,0 +1,81 @@
+"""`merchant-code feeds add|run|status` against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests import factories
+from tests.test_audit import _cli
+
+FIXTURES = Path(__file__).parent / "fixtures" / "feeds" / "licences"
+
+
+@pytest.fixture
+def registry_server() -> Iterator[str]:
+    pages = [(FIXTURES / "page1.json").read_bytes(), (FIXTURES / "page2.json").read_bytes()]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = pages[1] if "updated_since" in self.path else pages[0]
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/licences"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_add_run_and_status_of_a_source(
+    db_url: str, conn: asyncpg.Connection, registry_server: str
+) -> None:
+    shop_id, _ = await factories.shop(conn)
+    await conn.execute("UPDATE shop SET uscc = '91310106MA1FL0XX2B' WHERE id = $1", shop_id)
+
+    added = await asyncio.to_thread(
+        _cli, db_url, "feeds", "add", "registry", "--kind", "licence_registry", "--url", registry_server,
+        "--allow-private", "--interval", "600",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    ran = await asyncio.to_thread(_cli, db_url, "feeds", "run", "registry")
+    assert ran.returncode == 0, ran.stderr
+    assert "registry: ok" in ran.stdout and "fetched" in ran.stdout
+    assert await conn.fetchval("SELECT count(*) FROM licence WHERE shop_id = $1", shop_id) >= 1
+    status = await asyncio.to_thread(_cli, db_url, "feeds", "status")
+    assert "registry" in status.stdout and "last run ok" in status.stdout
+
+    refused = await asyncio.to_thread(
+        _cli,
+        db_url,
+        "feeds",
+        "add",
+        "other",
+        "--kind",
+        "fhrs",
+        "--url",
+        "http://x/",
+        "--config",
+        '{"page_size": 0}',
+    )
+    assert refused.returncode == 1 and "not valid" in refused.stderr and "Traceback" not in refused.stderr
+    private = await asyncio.to_thread(
+        _cli, db_url, "feeds", "add", "inside", "--kind", "licence_registry", "--url", registry_server
+    )
+    assert private.returncode == 0
+    blocked = await asyncio.to_thread(_cli, db_url, "feeds", "run", "inside")
+    assert "inside: failed" in blocked.stdout and "Refused" in blocked.stdout  # loopback, not allowed
