@@ -23,7 +23,8 @@ import httpx
 import msgspec
 
 from merchant_code import db
-from merchant_code.errors import NotFound
+from merchant_code.codes import parse_uscc
+from merchant_code.errors import InvalidInput, NotFound
 from merchant_code.feeds import http as feed_http
 from merchant_code.feeds.base import (
     InspectionRecord,
@@ -236,12 +237,22 @@ async def _resolve(
         conn,
         source_id=source_id,
         business_ids=[r.match.business_id for r in records],
-        usccs=[r.match.uscc for r in records],
+        # a source that keys businesses by their USCC (as the demo's provider does) is matched by it
+        usccs=[r.match.uscc or _as_uscc(r.match.business_id) for r in records],
         licence_numbers=[r.match.licence_number for r in records],
         names=[r.match.name for r in records],
         addresses=[r.match.address for r in records],
     )
     return [(row["shop_id"], row["matched_by"]) async for row in rows]
+
+
+def _as_uscc(value: str | None) -> str | None:
+    if value is None or len(value.strip()) != 18:
+        return None
+    try:
+        return parse_uscc(value)
+    except InvalidInput:
+        return None
 
 
 async def _upsert(
