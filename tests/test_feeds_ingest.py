@@ -157,7 +157,7 @@ async def test_killing_the_database_connection_at_random_loses_and_duplicates_no
                 pool, "paged", client=httpx.AsyncClient(), module=mod, deadline=60
             )
             done = result.status == "ok"
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError):
             done = False  # the connection died under the run: start again from the stored cursor
         finally:
             if task is not None:

@@ -137,10 +137,12 @@ async def run_source(
             except Exception as exc:  # the run fails and says why; the source's breaker counts it
                 result.status = "failed"
                 result.error = f"{type(exc).__name__}: {exc}"[:500] if str(exc) else type(exc).__name__
-                await db.queries.finish_feed_run(conn, id=run_id, status="failed", error=result.error)
-                await db.queries.feed_source_failed(
-                    conn, id=source["id"], pause_after=PAUSE_AFTER, pause_seconds=PAUSE_SECONDS
-                )
+                # on a fresh connection: the run's own may be what broke
+                async with db.acquire(pool) as fresh:
+                    await db.queries.finish_feed_run(fresh, id=run_id, status="failed", error=result.error)
+                    await db.queries.feed_source_failed(
+                        fresh, id=source["id"], pause_after=PAUSE_AFTER, pause_seconds=PAUSE_SECONDS
+                    )
             else:
                 await db.queries.finish_feed_run(conn, id=run_id, status="ok", error=None)
                 await db.queries.feed_source_succeeded(conn, id=source["id"])
