@@ -19,8 +19,8 @@ from litestar.status_codes import HTTP_201_CREATED
 
 from merchant_code import access, auth, db, forms, records, uploads
 from merchant_code.errors import DomainError, NotFound
+from merchant_code.routes.auth import english
 from merchant_code.routes.records import rebuild_soon
-from merchant_code.routes.scan import english
 
 # complaints one client address may file an hour (one person rarely has more to report)
 PER_HOUR = 5

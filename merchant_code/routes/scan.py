@@ -23,15 +23,12 @@ from merchant_code import access, audit, auth, db, masking
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import DomainError, InvalidInput, NotFound
 from merchant_code.profile_cache import Entry, Kind, ProfileCache
+from merchant_code.routes.auth import english
 from merchant_code.views import CitizenShop, InspectorShop, MerchantShop, risk_reasons
 
 View = Literal["citizen", "merchant", "inspector"]
 HTML = "text/html; charset=utf-8"
 VARY = "Accept, Accept-Language, Authorization, Cookie"
-
-
-def english(request: Request[Any, Any, Any], lang: str | None) -> bool:
-    return lang == "en" or (lang is None and request.headers.get("accept-language", "").startswith("en"))
 
 
 def wants_json(request: Request[Any, Any, Any]) -> bool:
