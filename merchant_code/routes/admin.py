@@ -12,9 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from merchant_code import auth, db
-
-# every list answers at most 100 items a page; asking for more is a 400 naming `limit`
-PageSize = Annotated[int, QueryParameter(ge=1, le=100, description="items per page, at most 100")]
+from merchant_code.routes.params import PageSize
 
 
 class AccountItem(msgspec.Struct, frozen=True):

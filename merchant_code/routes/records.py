@@ -18,8 +18,8 @@ from litestar.status_codes import HTTP_201_CREATED
 
 from merchant_code import access, auth, db, forms, profiles, records, uploads
 from merchant_code.errors import DomainError, InvalidInput
+from merchant_code.routes.params import PageSize
 
-PageSize = Annotated[int, QueryParameter(ge=1, le=100, description="items per page, at most 100")]
 UPLOAD_LIMIT = uploads.MAX_REQUEST_BYTES
 
 

@@ -16,11 +16,10 @@ from merchant_code import access, auth, db, records
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import NotFound
 from merchant_code.profile_cache import full_profile
+from merchant_code.routes.params import PageSize
 from merchant_code.routes.scan import inspector_view, reveal_or_mask
 from merchant_code.views import InspectorShop, MerchantShop, Page, ShopListItem
 
-# every list answers at most 100 items a page; asking for more is a 400 naming `limit`
-PageSize = Annotated[int, QueryParameter(ge=1, le=100, description="items per page, at most 100")]
 Unset = msgspec.UnsetType
 
 
