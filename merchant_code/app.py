@@ -108,6 +108,8 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.pool.close()
 
     logging.getLogger("merchant_code").setLevel(settings.log_level.upper())
+    # one line per feed request is noise; the feed runner logs each run instead
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("merchant_code").level))
     app = Litestar(
         route_handlers=ROUTES,
         lifespan=[lifespan],

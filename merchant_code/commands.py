@@ -90,11 +90,16 @@ def serve(settings: Settings, url: str) -> None:
 
 
 def demo(settings: Settings, url: str) -> None:
-    asyncio.run(_prepare_demo(settings, url))
-    serve(settings, url)
+    feed_provider = asyncio.run(_prepare_demo(settings, url))
+    try:
+        serve(settings, url)
+    finally:
+        feed_provider.stop()
 
 
-async def _prepare_demo(settings: Settings, url: str) -> None:
+async def _prepare_demo(settings: Settings, url: str) -> Any:
+    from merchant_code.feeds import provider as demo_feeds
+
     await _migrate(url)
     conn = await db.connect(url)
     try:
@@ -111,6 +116,10 @@ async def _prepare_demo(settings: Settings, url: str) -> None:
         owned = await db.queries.get_demo_merchant_shop(conn, login="merchant")
         claim = await db.queries.get_demo_claim_shop(conn)
         claim_code = await accounts.issue_claim_code(conn, claim["code"]) if claim else None
+        # a local provider serving the district in the five feed formats, pulled by the scheduler
+        feed_provider = demo_feeds.start(await demo_feeds.load_shops(conn), settings.demo_seed)
+        sources = demo_feeds.demo_sources(feed_provider.base_url)
+        await demo_feeds.register(conn, sources)
     finally:
         await conn.close()
     base = settings.base_url
@@ -136,6 +145,10 @@ async def _prepare_demo(settings: Settings, url: str) -> None:
             f"  claim a shop as its owner at {base}/claim: shop code {claim['code']} ({claim['name']}),"
             f" claim code {claim_code}, phone {claim['owner_phone']}  (a new code at each start)"
         )
+    print(f"  feeds: a local provider at {feed_provider.base_url} serves the district as")
+    print("    " + ", ".join(f"{s.name} ({s.kind})" for s in sources))
+    print("    the scheduler pulls them; `merchant-code feeds status` shows each source's runs")
+    return feed_provider
 
 
 def _print_logins(seed: int) -> None:
