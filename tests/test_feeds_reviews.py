@@ -51,13 +51,21 @@ def test_reviews_edits_and_deletions_become_records() -> None:
             deleted=True,
             updated_at=datetime.datetime(2024, 5, 4, 10, tzinfo=CST),
         ),
+        ReviewRecord(  # a bare tombstone: the platform says only that the review is gone
+            external_id="r-1004",
+            match=SHOP,
+            rating=None,
+            posted_at=datetime.datetime(2024, 4, 21, 18, tzinfo=CST),
+            edited_at=datetime.datetime(2024, 5, 4, 11, tzinfo=CST),
+            deleted=True,
+            updated_at=datetime.datetime(2024, 5, 4, 11, tzinfo=CST),
+        ),
     ]
 
 
 def test_impossible_ratings_and_placeholders_are_rejected() -> None:
     rejects = _parse("page1.json").rejects
     assert [(r.external_id, r.reason) for r in rejects] == [
-        ("r-1004", "a deletion without its rating cannot be recorded (ReviewRecord needs one)"),
         ("r-1005", "rating must be an integer from 1 to 5, not '0'"),
         ("r-1006", "rating must be an integer from 1 to 5, not '6'"),
         ("r-1007", "rating must be an integer from 1 to 5, not 'five'"),
@@ -67,7 +75,7 @@ def test_impossible_ratings_and_placeholders_are_rejected() -> None:
         ("r-1011", "business_ref is missing: the review cannot be matched to a shop"),
         (None, "not a review: Expected `int | float | str | null`, got `bool` - at `$.rating`"),
     ]
-    assert rejects[1].raw == (
+    assert rejects[0].raw == (
         b'{"id": "r-1005", "business_ref": "7KQ2M9XW4D1HB", "rating": 0, '
         b'"created_at": "2024-05-01T13:00:00+08:00"}'
     )

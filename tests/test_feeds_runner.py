@@ -238,3 +238,31 @@ async def test_a_licence_registry_is_pulled_over_http_page_by_page(
     assert "JY13101060012345" in numbers
     assert await conn.fetchval("SELECT cursor FROM feed_source WHERE name = 'registry'") is not None
     assert again.counts.inserted == 0 and again.counts.updated == 0
+
+
+async def test_a_review_deleted_by_a_bare_tombstone_disappears_from_the_shop(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    from merchant_code.feeds.base import ReviewRecord
+
+    shop_id, _ = await factories.shop(conn)
+    uscc = await conn.fetchval("SELECT uscc FROM shop WHERE id = $1", shop_id)
+    await source(conn)
+    posted = datetime.datetime(2026, 5, 1, tzinfo=datetime.UTC)
+    review = ReviewRecord(
+        external_id="R1", match=Match(uscc=uscc), rating=2, body="不好吃", posted_at=posted, updated_at=T0
+    )
+    tombstone = ReviewRecord(
+        external_id="R1", match=Match(uscc=uscc), rating=None, posted_at=posted, deleted=True, updated_at=T1
+    )
+    never_seen = ReviewRecord(
+        external_id="R9", match=Match(uscc=uscc), rating=None, posted_at=posted, deleted=True, updated_at=T1
+    )
+    first = await run(db_url, fake([Parsed(records=[review], rejects=[])]))
+    assert first.counts.inserted == 1
+    await conn.execute("UPDATE feed_source SET cursor = NULL")
+    gone = await run(db_url, fake([Parsed(records=[tombstone, never_seen], rejects=[])]))
+    c = gone.counts
+    assert (c.updated, c.unchanged, c.quarantined) == (1, 1, 0)
+    assert await conn.fetchval("SELECT deleted_at IS NOT NULL FROM review WHERE external_id = 'R1'")
+    assert await conn.fetchval("SELECT count(*) FROM review WHERE external_id = 'R9'") == 0

@@ -93,7 +93,7 @@ class LicenceRecord(msgspec.Struct, frozen=True, kw_only=True):
 class ReviewRecord(msgspec.Struct, frozen=True, kw_only=True):
     external_id: str
     match: Match
-    rating: int  # 1..5
+    rating: int | None  # 1..5; None only for a deletion that no longer carries it (a tombstone)
     body: str | None = None
     author: str | None = None
     posted_at: datetime.datetime

@@ -113,13 +113,11 @@ def _review(item: _Item) -> ReviewRecord:
     if posted_at is None:
         raise _Bad("created_at is missing or a placeholder")
     updated_at = _timestamp(item.updated_at, "updated_at")
-    if item.deleted and item.rating is None:
-        # ReviewRecord.rating is required: a bare tombstone cannot be expressed, so it waits in quarantine
-        raise _Bad("a deletion without its rating cannot be recorded (ReviewRecord needs one)")
+    tombstone = bool(item.deleted) and item.rating is None  # the platform says only "gone"
     return ReviewRecord(
         external_id=external_id,
         match=Match(business_id=business_ref),
-        rating=_rating(item.rating),
+        rating=None if tombstone else _rating(item.rating),
         body=_text(item.text, "text"),
         author=_text(item.author, "author"),
         posted_at=posted_at,

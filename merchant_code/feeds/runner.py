@@ -317,6 +317,19 @@ async def _upsert(
             updated_ats=[r.updated_at for r in rs],
         )
     elif kind is ReviewRecord:
+        gone = [r for r in rs if r.rating is None]
+        if gone:  # tombstones mark what is stored; the rest is upserted as usual
+            marked = [
+                row["inserted"]
+                async for row in db.queries.delete_reviews(
+                    conn,
+                    source=source,
+                    external_ids=[r.external_id for r in gone],
+                    updated_ats=[r.updated_at for r in gone],
+                )
+            ]
+            kept = [(r, s) for r, s in items if r.rating is not None]
+            return marked + (await _upsert(conn, source, kind, kept) if kept else [])
         query = db.queries.upsert_reviews(
             conn,
             source=source,

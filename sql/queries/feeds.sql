@@ -177,3 +177,12 @@ SELECT s.name, s.kind, s.enabled, s.interval_seconds, s.failures, s.paused_until
 FROM feed_source s
 LEFT JOIN LATERAL (SELECT * FROM feed_run x WHERE x.source_id = s.id ORDER BY x.id DESC LIMIT 1) r ON true
 ORDER BY s.name;
+
+-- name: delete_reviews(source, external_ids, updated_ats)
+-- Tombstones: the platform says a review is gone without repeating it. Marks the stored review
+-- deleted (never older news over newer); a review never seen is nothing to delete.
+UPDATE review r SET deleted_at = now(), source_updated_at = u.ua, fetched_at = now()
+FROM unnest(:external_ids::text[], :updated_ats::timestamptz[]) AS u(e, ua)
+WHERE r.source = :source AND r.external_id = u.e AND r.deleted_at IS NULL
+  AND (r.source_updated_at IS NULL OR u.ua IS NULL OR u.ua >= r.source_updated_at)
+RETURNING false AS inserted;
