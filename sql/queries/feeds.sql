@@ -52,9 +52,13 @@ FROM unnest(:business_ids::text[], :usccs::text[], :licence_numbers::text[], :na
      WITH ORDINALITY AS u(business_id, uscc, licence_number, name, address, n)
 LEFT JOIN feed_shop_map m ON m.source_id = :source_id AND m.business_id = u.business_id
 LEFT JOIN shop by_uscc ON by_uscc.uscc = u.uscc
-LEFT JOIN LATERAL (SELECT l.shop_id FROM licence l WHERE l.number = u.licence_number ORDER BY l.id LIMIT 1) by_licence ON true
-LEFT JOIN LATERAL (SELECT s.id FROM shop s WHERE s.name = u.name AND s.address = u.address ORDER BY s.id LIMIT 1) by_name
-       ON u.name IS NOT NULL AND u.address IS NOT NULL
+-- (each lookup tests its own key for NULL first, so a record without one costs no scan)
+LEFT JOIN LATERAL (SELECT l.shop_id FROM licence l
+                   WHERE u.licence_number IS NOT NULL AND l.number = u.licence_number
+                   ORDER BY l.id LIMIT 1) by_licence ON true
+LEFT JOIN LATERAL (SELECT s.id FROM shop s
+                   WHERE u.name IS NOT NULL AND u.address IS NOT NULL AND s.name = u.name AND s.address = u.address
+                   ORDER BY s.id LIMIT 1) by_name ON true
 ORDER BY u.n;
 
 -- name: upsert_shop_map(source_id, business_ids, shop_ids, matched_bys)

@@ -1,0 +1,189 @@
+"""Benchmark: a LIVES feed into a district of shops, against a bare COPY of the same rows.
+
+    .venv/bin/python bench/lives_ingest.py --inspections 1000000 [--violations-per 3] [--pg-data bench/var/pg]
+
+Uses the database of bench/scan_bench.py (its district must be seeded: 1,000,000 shops there).
+The feed is a LIVES zip (businesses keyed by USCC, N inspections, 3N violations) served to the
+real runner through an in-process transport (so the network is not measured). The service's
+time counts everything a pull does: parsing, matching, upserts, quarantine, cursor and counts,
+and rebuilding the profiles of every touched shop. The baseline is `copy_records_to_table` of the
+same inspection and violation rows into bare tables, in the same process and database. Reports
+rows per second of both, their ratio (target: the service at no less than a fifth of the bare
+rate) and the peak resident memory of this process (the service's side). Appends to
+bench/results/lives_ingest.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import io
+import json
+import platform
+import random
+import resource
+import time
+import zipfile
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from merchant_code import db, migrate, profiles
+from merchant_code.embedded import embedded_postgres
+from merchant_code.feeds import runner
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results" / "lives_ingest.jsonl"
+CODES = [f"V{n:02d}" for n in range(1, 13)]
+
+
+def build_feed(
+    usccs: list[str], inspections: int, per: int, seed: int
+) -> tuple[bytes, list[tuple], list[tuple]]:
+    """The zip, and the same rows as records for the baseline COPY."""
+    rng = random.Random(seed)
+    today = datetime.date.today()
+    ins_lines = ["business_id,date,score,result,type"]
+    vio_lines = ["business_id,date,description,code,critical"]
+    ins_rows: list[tuple] = []
+    vio_rows: list[tuple] = []
+    for n in range(inspections):
+        uscc = usccs[n % len(usccs)]
+        day = today - datetime.timedelta(days=1 + (n // len(usccs)))
+        stamp = day.strftime("%Y%m%d")
+        score = rng.randint(55, 100)
+        result = "Pass" if score >= 80 else "Conditional" if score >= 65 else "Fail"
+        ins_lines.append(f"{uscc},{stamp},{score},{result},Routine")
+        ins_rows.append((uscc, day, score, result))
+        for k in range(per):
+            code = CODES[(n + k) % len(CODES)]
+            vio_lines.append(f"{uscc},{stamp},finding {code},{code},{'Y' if k == 0 else 'N'}")
+            vio_rows.append((uscc, day, f"finding {code}", code, k == 0))
+    businesses = "business_id,name,address\n" + "".join(f"{u},,\n" for u in usccs[:inspections])
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("businesses.csv", businesses)
+        z.writestr("inspections.csv", "\n".join(ins_lines) + "\n")
+        z.writestr("violations.csv", "\n".join(vio_lines) + "\n")
+        z.writestr(
+            "feed_info.csv",
+            "feed_date,feed_version,municipality_name,municipality_url,contact_email\n"
+            f"{today:%Y%m%d},1,bench,,\n",
+        )
+    return out.getvalue(), ins_rows, vio_rows
+
+
+async def baseline(url: str, ins_rows: list[tuple], vio_rows: list[tuple]) -> float:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "CREATE TEMP TABLE bare_inspection (business_id text, inspected_on date, score int, result text);"
+            "CREATE TEMP TABLE bare_violation (business_id text, inspected_on date, description text,"
+            " code text, critical bool)"
+        )
+        started = time.perf_counter()
+        await conn.copy_records_to_table("bare_inspection", records=ins_rows)
+        await conn.copy_records_to_table("bare_violation", records=vio_rows)
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def main_async(args: argparse.Namespace, url: str) -> dict[str, object]:
+    conn = await db.connect(url)
+    try:
+        await migrate.migrate(conn)
+        usccs = [
+            r["uscc"]
+            for r in await conn.fetch("SELECT uscc FROM shop ORDER BY id LIMIT $1", args.inspections)
+        ]
+        if not usccs:
+            raise SystemExit(
+                "the database has no shops: run bench/scan_bench.py (or merchant-code seed) first"
+            )
+        await conn.execute("DELETE FROM feed_source WHERE name = 'bench-lives'")
+        await conn.execute(
+            "INSERT INTO feed_source (kind, name, url, config)"
+            " VALUES ('lives', 'bench-lives', 'http://127.0.0.1:9/l.zip', $1)",
+            {"allow_private": True, "deadline": 3600},
+        )
+    finally:
+        await conn.close()
+    print(
+        f"building a LIVES zip of {args.inspections:,} inspections and"
+        f" {args.inspections * args.violations_per:,} violations ...",
+        flush=True,
+    )
+    body, ins_rows, vio_rows = build_feed(usccs, args.inspections, args.violations_per, args.seed)
+    rows = len(ins_rows) + len(vio_rows)
+    print(f"  {len(body) / 2**20:.1f} MB zipped; baseline COPY ...", flush=True)
+    bare_s = await baseline(url, ins_rows, vio_rows)
+    del ins_rows, vio_rows
+    transport = httpx.MockTransport(
+        lambda r: httpx.Response(200, content=body, headers={"content-type": "application/zip"})
+    )
+    pool = await db.create_pool(url, max_size=4)
+    try:
+        print("  service: pull through the runner ...", flush=True)
+        started = time.perf_counter()
+        result = await runner.run_source(pool, "bench-lives", transport=transport)
+        pulled = time.perf_counter() - started
+        print(f"    {result.status} in {pulled:.1f} s: {result.counts} {result.error or ''}", flush=True)
+        print("  rebuilding the touched shops' profiles ...", flush=True)
+        async with db.acquire(pool) as conn:
+            rebuilt = await profiles.drain(conn, batch=5000)
+        total = time.perf_counter() - started
+    finally:
+        await pool.close()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    service_rate = rows / total
+    bare_rate = rows / bare_s
+    return {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cores": len(__import__("os").sched_getaffinity(0))},
+        "inspections": args.inspections,
+        "violations": args.inspections * args.violations_per,
+        "status": result.status,
+        "counts": result.counts.__dict__,
+        "pull_seconds": round(pulled, 1),
+        "profiles_rebuilt": rebuilt,
+        "total_seconds": round(total, 1),
+        "service_rows_per_second": round(service_rate),
+        "bare_copy_seconds": round(bare_s, 2),
+        "bare_rows_per_second": round(bare_rate),
+        "ratio_service_to_bare": round(service_rate / bare_rate, 3),
+        "target_at_least": 0.2,
+        "pass": result.status == "ok" and service_rate / bare_rate >= 0.2,
+        "peak_rss_mb": round(peak_mb),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--inspections", type=int, default=1_000_000)
+    parser.add_argument("--violations-per", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--pg-data", default=str(BENCH / "var" / "pg"))
+    parser.add_argument("--database-url")
+    args = parser.parse_args()
+
+    async def go(url: str) -> dict[str, object]:
+        return await main_async(args, url)
+
+    if args.database_url:
+        result = asyncio.run(go(args.database_url))
+    else:
+        with embedded_postgres(Path(args.pg_data)) as url:
+            result = asyncio.run(go(url))
+    print(json.dumps(result, ensure_ascii=False))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as out:
+        out.write(json.dumps(result, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
