@@ -92,6 +92,7 @@ async def baseline(url: str, ins_rows: list[tuple], vio_rows: list[tuple]) -> fl
 
 
 async def main_async(args: argparse.Namespace, url: str) -> dict[str, object]:
+    name = f"bench-lives-{int(time.time())}"
     conn = await db.connect(url)
     try:
         await migrate.migrate(conn)
@@ -103,10 +104,11 @@ async def main_async(args: argparse.Namespace, url: str) -> dict[str, object]:
             raise SystemExit(
                 "the database has no shops: run bench/scan_bench.py (or merchant-code seed) first"
             )
-        await conn.execute("DELETE FROM feed_source WHERE name = 'bench-lives'")
+        # a source of its own per run, so every run inserts (earlier runs' rows stay under theirs)
         await conn.execute(
             "INSERT INTO feed_source (kind, name, url, config)"
-            " VALUES ('lives', 'bench-lives', 'http://127.0.0.1:9/l.zip', $1)",
+            " VALUES ('lives', $1, 'http://127.0.0.1:9/l.zip', $2)",
+            name,
             {"allow_private": True, "deadline": 3600},
         )
     finally:
@@ -128,7 +130,7 @@ async def main_async(args: argparse.Namespace, url: str) -> dict[str, object]:
     try:
         print("  service: pull through the runner ...", flush=True)
         started = time.perf_counter()
-        result = await runner.run_source(pool, "bench-lives", transport=transport)
+        result = await runner.run_source(pool, name, transport=transport)
         pulled = time.perf_counter() - started
         print(f"    {result.status} in {pulled:.1f} s: {result.counts} {result.error or ''}", flush=True)
         print("  rebuilding the touched shops' profiles ...", flush=True)
