@@ -266,3 +266,38 @@ async def test_a_review_deleted_by_a_bare_tombstone_disappears_from_the_shop(
     assert (c.updated, c.unchanged, c.quarantined) == (1, 1, 0)
     assert await conn.fetchval("SELECT deleted_at IS NOT NULL FROM review WHERE external_id = 'R1'")
     assert await conn.fetchval("SELECT count(*) FROM review WHERE external_id = 'R9'") == 0
+
+
+async def test_the_scheduled_pull_runs_a_source_once_per_interval_whatever_the_workers(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    """Every worker of every instance has the job; the first run within the interval takes it."""
+    from litestar.datastructures import State
+
+    from merchant_code.feeds import schedule
+
+    await conn.execute(
+        "INSERT INTO feed_source (kind, name, url, config, interval_seconds)"
+        " VALUES ('licence_registry', 'registry', 'http://127.0.0.1:9/', $1, 600)",
+        {"allow_private": True},
+    )
+    calls: list[str] = []
+    original = runner.run_source
+
+    async def counting(pool: Any, name: str, **kwargs: Any) -> runner.RunResult:
+        calls.append(name)
+        await conn.execute(
+            "INSERT INTO feed_run (source_id) SELECT id FROM feed_source WHERE name = $1", name
+        )
+        return runner.RunResult(name, "ok")
+
+    runner.run_source = counting  # type: ignore[assignment]
+    pool = await db.create_pool(db_url, max_size=4)
+    try:
+        state = State({"pool": pool})
+        for _ in range(3):  # three workers' jobs firing at the same tick
+            await schedule.pull(state, "registry")
+    finally:
+        runner.run_source = original  # type: ignore[assignment]
+        await pool.close()
+    assert calls == ["registry"]

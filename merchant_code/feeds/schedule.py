@@ -24,9 +24,15 @@ async def pull(state: Any, name: str) -> None:
         source = await db.queries.get_feed_source(conn, name=name)
     if source is None or not source["enabled"]:
         return
+    now = datetime.datetime.now(datetime.UTC)
     paused = source["paused_until"]
-    if paused is not None and paused > datetime.datetime.now(datetime.UTC):
+    if paused is not None and paused > now:
         log.info("feed %s is paused until %s after %s failures", name, paused, source["failures"])
+        return
+    # every worker and instance has this job; the first to start a run within the interval takes it
+    async with db.acquire(state.pool) as conn:
+        last = await db.queries.get_last_feed_run_start(conn, source_id=source["id"])
+    if last is not None and now - last < datetime.timedelta(seconds=source["interval_seconds"] * 0.9):
         return
     result = await runner.run_source(state.pool, name)
     level = logging.INFO if result.status in ("ok", "skipped") else logging.WARNING

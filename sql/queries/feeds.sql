@@ -190,3 +190,6 @@ FROM unnest(:external_ids::text[], :updated_ats::timestamptz[]) AS u(e, ua)
 WHERE r.source = :source AND r.external_id = u.e AND r.deleted_at IS NULL
   AND (r.source_updated_at IS NULL OR u.ua IS NULL OR u.ua >= r.source_updated_at)
 RETURNING false AS inserted;
+
+-- name: get_last_feed_run_start(source_id)$
+SELECT max(started_at) FROM feed_run WHERE source_id = :source_id;
