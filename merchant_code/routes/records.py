@@ -4,6 +4,7 @@ to the shop's page). Object checks: a merchant only their own shops, staff only 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 import asyncpg
@@ -35,6 +36,26 @@ def _back(code: str, outcome: str, en: bool) -> str:
 
 def _en(request: Request[Any, Any, Any]) -> bool:
     return request.query_params.get("lang") == "en"
+
+
+async def page_write(
+    request: Request[Any, Any, Any], state: State, code: str, what: str, write: Awaitable[Any]
+) -> Response[Any]:
+    """A write from a page's form, answered by a redirect back to the shop's page: saying it was
+    done (and bringing the profile up to date right after), or which field to check. A 404 (not
+    this person's shop or submission) stays a 404."""
+    try:
+        await write
+    except DomainError as exc:
+        if exc.status == 404:
+            raise
+        field = getattr(exc, "field", "body")
+        return Redirect(path=_back(code, f"error={what}.{field}", _en(request)), status_code=303)
+    return Redirect(
+        path=_back(code, f"done={what}", _en(request)),
+        status_code=303,
+        background=BackgroundTask(rebuild_soon, state),
+    )
 
 
 # --- merchant ---------------------------------------------------------------------------------
@@ -99,18 +120,7 @@ def _merchant_page(what: str) -> Any:
         principal: NamedDependency[auth.Principal],
         code: FromPath[str],
     ) -> Response[Any]:
-        try:
-            await _submit(request, conn, principal, code, what)
-        except DomainError as exc:
-            if exc.status == 404:
-                raise
-            field = getattr(exc, "field", "body")
-            return Redirect(path=_back(code, f"error={what}.{field}", _en(request)), status_code=303)
-        return Redirect(
-            path=_back(code, f"done={what}", _en(request)),
-            status_code=303,
-            background=BackgroundTask(rebuild_soon, state),
-        )
+        return await page_write(request, state, code, what, _submit(request, conn, principal, code, what))
 
     return handler
 
@@ -158,18 +168,12 @@ async def page_reply(
     id: FromPath[str],
 ) -> Response[Any]:
     await records.inspection_for_owner(conn, principal, id)
-    try:
+
+    async def write() -> None:
         body, _ = await forms.read(request, records.Reply)
         await records.reply_to_inspection(conn, principal, id, body, access.request_id_of(request))
-    except DomainError as exc:
-        if exc.status == 404:
-            raise
-        return Redirect(path=_back(code, "error=reply.reply", _en(request)), status_code=303)
-    return Redirect(
-        path=_back(code, "done=reply", _en(request)),
-        status_code=303,
-        background=BackgroundTask(rebuild_soon, state),
-    )
+
+    return await page_write(request, state, code, "reply", write())
 
 
 @post("/s/{code:str}/details", opt={"access": "merchant"}, tags=["pages"], include_in_schema=False)
@@ -243,18 +247,7 @@ async def page_file_inspection(
     principal: NamedDependency[auth.Principal],
     code: FromPath[str],
 ) -> Response[Any]:
-    try:
-        await _file(request, conn, principal, code)
-    except DomainError as exc:
-        if exc.status == 404:
-            raise
-        field = getattr(exc, "field", "body")
-        return Redirect(path=_back(code, f"error=inspection.{field}", _en(request)), status_code=303)
-    return Redirect(
-        path=_back(code, "done=inspection", _en(request)),
-        status_code=303,
-        background=BackgroundTask(rebuild_soon, state),
-    )
+    return await page_write(request, state, code, "inspection", _file(request, conn, principal, code))
 
 
 @post("/api/v1/inspect/submissions/{id:str}", opt={"access": "staff"}, tags=["inspect"], status_code=200)
@@ -283,19 +276,12 @@ async def page_review(
     id: FromPath[str],
 ) -> Response[Any]:
     await records.submission_for_staff(conn, principal, id)
-    try:
+
+    async def write() -> None:
         body, _ = await forms.read(request, records.Review)
         await records.review_submission(conn, principal, id, body, access.request_id_of(request))
-    except DomainError as exc:
-        if exc.status == 404:
-            raise
-        field = getattr(exc, "field", "body")
-        return Redirect(path=_back(code, f"error=review.{field}", _en(request)), status_code=303)
-    return Redirect(
-        path=_back(code, "done=review", _en(request)),
-        status_code=303,
-        background=BackgroundTask(rebuild_soon, state),
-    )
+
+    return await page_write(request, state, code, "review", write())
 
 
 class PendingItem(msgspec.Struct, frozen=True):
