@@ -11,6 +11,7 @@ import pytest
 
 from merchant_code.feeds import licences
 from merchant_code.feeds.base import FeedError, LicenceRecord, Match, Page, Parsed
+from tests.mutations import json_big_string, mutate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "feeds" / "licences"
 CONFIG = licences.Config(url="http://127.0.0.1:8900/licences", limit=10)
@@ -142,21 +143,7 @@ async def test_an_unreadable_answer_keeps_the_cursor_and_a_5xx_raises() -> None:
 
 
 def _mutate(payload: bytes, rng: random.Random) -> bytes:
-    at = rng.randrange(len(payload))
-    match rng.randrange(5):
-        case 0:
-            return payload[:at]
-        case 1:
-            return (
-                payload[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 8))) + payload[at + 8 :]
-            )
-        case 2:
-            return payload[:at] + b"\xff\xfe\xc3\x28" + payload[at:]
-        case 3:
-            quote = payload.find(b'"', at)
-            return payload[: quote + 1] + b"x" * 1_000_000 + payload[quote + 1 :]
-        case _:
-            return payload[:at] + b"[" * 50_000 + b"]" * 50_000 + payload[at:]
+    return mutate(payload, rng, big_field=json_big_string, nesting=(b"[", b"]"))
 
 
 def test_mutated_pages_parse_or_raise_only_feed_error() -> None:

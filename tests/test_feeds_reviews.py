@@ -11,6 +11,7 @@ import pytest
 
 from merchant_code.feeds import reviews
 from merchant_code.feeds.base import FeedError, Match, Page, Parsed, ReviewRecord
+from tests.mutations import json_big_string, mutate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "feeds" / "reviews"
 CONFIG = reviews.Config(url="http://127.0.0.1:8900/reviews", limit=20)
@@ -114,21 +115,7 @@ async def test_fetch_follows_the_cursor_and_keeps_it_at_the_end() -> None:
 
 
 def _mutate(payload: bytes, rng: random.Random) -> bytes:
-    at = rng.randrange(len(payload))
-    match rng.randrange(5):
-        case 0:
-            return payload[:at]
-        case 1:
-            return (
-                payload[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 8))) + payload[at + 8 :]
-            )
-        case 2:
-            return payload[:at] + b"\xff\xfe\xc3\x28" + payload[at:]
-        case 3:
-            quote = payload.find(b'"', at)
-            return payload[: quote + 1] + b"x" * 1_000_000 + payload[quote + 1 :]
-        case _:
-            return payload[:at] + b"{" * 50_000 + b"}" * 50_000 + payload[at:]
+    return mutate(payload, rng, big_field=json_big_string, nesting=(b"{", b"}"))
 
 
 def test_mutated_pages_parse_or_raise_only_feed_error() -> None:

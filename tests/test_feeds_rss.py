@@ -12,6 +12,7 @@ import pytest
 
 from merchant_code.feeds import rss
 from merchant_code.feeds.base import FeedError, Match, Page, Parsed, SentimentRecord
+from tests.mutations import mutate, xml_big_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "feeds" / "rss"
 CONFIG = rss.Config(url="http://127.0.0.1:8900/feed.xml")
@@ -159,21 +160,7 @@ async def test_an_answer_without_validators_leaves_no_cursor_and_a_5xx_raises() 
 
 
 def _mutate(payload: bytes, rng: random.Random) -> bytes:
-    at = rng.randrange(len(payload))
-    match rng.randrange(5):
-        case 0:
-            return payload[:at]
-        case 1:
-            return (
-                payload[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 8))) + payload[at + 8 :]
-            )
-        case 2:
-            return payload[:at] + b"\xff\xfe\xc3\x28" + payload[at:]
-        case 3:
-            close = payload.find(b">", at)
-            return payload[: close + 1] + b"x<b>y</b>&amp;" * 20 + b"z" * 1_000_000 + payload[close + 1 :]
-        case _:
-            return payload[:at] + b"<a>" * 5_000 + b"</a>" * 5_000 + payload[at:]
+    return mutate(payload, rng, big_field=xml_big_text, nesting=(b"<a>", b"</a>"), depth=5_000)
 
 
 @pytest.mark.parametrize("name", ["rss2.xml", "atom.xml"])
