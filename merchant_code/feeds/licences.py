@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime
 import re
-import unicodedata
 from typing import Annotated, Literal
 
 import httpx
@@ -35,6 +34,7 @@ import msgspec
 from merchant_code.codes import parse_uscc
 from merchant_code.errors import InvalidInput
 from merchant_code.feeds.base import FeedError, LicenceRecord, Match, Page, Parsed, Reject
+from merchant_code.feeds.values import PLACEHOLDERS, BadRecord, clean_text
 
 KIND = "licence_registry"
 
@@ -70,7 +70,8 @@ _STATUSES: dict[str, Status] = {
     "revoked": "revoked",
     "cancelled": "cancelled",
 }
-_PLACEHOLDERS = frozenset({"", "null", "none", "nil", "n/a", "na", "-", "--", "无", "暂无"})
+# registries also write these for "unknown"
+_PLACEHOLDERS = PLACEHOLDERS | {"na", "--", "无", "暂无"}
 _NO_END = frozenset({"长期", "永久", "长期有效", "9999-12-31"})
 _FOOD_NUMBER = re.compile(r"JY\d{14}")
 _BEIJING = datetime.timezone(datetime.timedelta(hours=8))
@@ -100,21 +101,8 @@ class _Item(msgspec.Struct):
     updated_at: str | None = None
 
 
-class _Bad(Exception):
-    """One record's problem: it becomes a Reject."""
-
-
 def _text(value: str | None, field: str) -> str | None:
-    if value is None:
-        return None
-    text = unicodedata.normalize("NFKC", value).strip()
-    if text.lower() in _PLACEHOLDERS:
-        return None
-    if len(text) > _MAX_TEXT:
-        raise _Bad(f"{field} is longer than {_MAX_TEXT} characters")
-    if "\x00" in text:
-        raise _Bad(f"{field} contains a NUL character")
-    return text
+    return clean_text(value, field, limit=_MAX_TEXT, form="NFKC", placeholders=_PLACEHOLDERS)
 
 
 def _date(value: str | None, field: str) -> datetime.date | None:
@@ -124,7 +112,7 @@ def _date(value: str | None, field: str) -> datetime.date | None:
     try:
         day = datetime.date.fromisoformat(text[:10])
     except ValueError:
-        raise _Bad(f"{field} is not a date: {text[:40]!r}") from None
+        raise BadRecord(f"{field} is not a date: {text[:40]!r}") from None
     # 1900-01-01, 0001-01-01, 1970-01-01 are what registries write for "unknown"
     return None if day.year < 1950 or day == datetime.date(1970, 1, 1) else day
 
@@ -136,7 +124,7 @@ def _timestamp(value: str | None) -> datetime.datetime | None:
     try:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:
-        raise _Bad(f"updated_at is not an ISO 8601 timestamp: {text[:40]!r}") from None
+        raise BadRecord(f"updated_at is not an ISO 8601 timestamp: {text[:40]!r}") from None
     if moment.year < 1950:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=_BEIJING)
@@ -152,25 +140,25 @@ def _kind(value: str | None, number: str) -> LicenceKind:
 def _licence(item: _Item) -> LicenceRecord:
     raw_number = _text(item.licence_no, "licence_no")
     if raw_number is None:
-        raise _Bad("licence_no is missing")
+        raise BadRecord("licence_no is missing")
     number = "".join(raw_number.upper().split())
     kind = _kind(item.kind, number)
     if kind == "food_business" and not _FOOD_NUMBER.fullmatch(number):
-        raise _Bad(f"a food business licence number is JY and 14 digits, not {number!r}")
+        raise BadRecord(f"a food business licence number is JY and 14 digits, not {number!r}")
     status_text = _text(item.status, "status")
     status = _STATUSES.get((status_text or "").lower())
     if status is None:
-        raise _Bad(f"status is missing or unknown: {status_text!r}")
+        raise BadRecord(f"status is missing or unknown: {status_text!r}")
     uscc_text = _text(item.holder_uscc, "holder_uscc")
     try:
         uscc = None if uscc_text is None else parse_uscc(uscc_text, "holder_uscc")
     except InvalidInput as exc:
-        raise _Bad(f"holder_uscc {uscc_text!r}: {exc}") from None
+        raise BadRecord(f"holder_uscc {uscc_text!r}: {exc}") from None
     no_end = (_text(item.valid_to, "valid_to") or "") in _NO_END
     valid_from = _date(item.valid_from, "valid_from")
     valid_to = None if no_end else _date(item.valid_to, "valid_to")
     if valid_from and valid_to and valid_to < valid_from:
-        raise _Bad(f"valid_to {valid_to} is before valid_from {valid_from}")
+        raise BadRecord(f"valid_to {valid_to} is before valid_from {valid_from}")
     return LicenceRecord(
         external_id=number,
         match=Match(uscc=uscc, licence_number=number, name=_text(item.holder_name, "holder_name")),
@@ -200,7 +188,7 @@ def _one(raw: msgspec.Raw) -> LicenceRecord | Reject:
         return Reject(raw=data, reason=f"not a licence item: {str(exc)[:200]}")
     try:
         return _licence(item)
-    except _Bad as exc:
+    except BadRecord as exc:
         number = item.licence_no if isinstance(item.licence_no, str) and len(item.licence_no) <= 64 else None
         return Reject(raw=data, reason=str(exc), external_id=number and "".join(number.upper().split()))
 
@@ -216,7 +204,7 @@ def parse(page: Page, config: Config) -> Parsed:
 def _moment(text: str | None) -> datetime.datetime | None:
     try:
         return _timestamp(text)
-    except _Bad:
+    except BadRecord:
         return None
 
 

@@ -189,6 +189,8 @@ def _unzip(body: bytes) -> dict[str, bytes]:
                 files[name] = archive.read(info)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, OverflowError) as exc:
         raise FeedError(f"unreadable zip: {exc}") from exc
+    # zipfile raises NotImplementedError for a compression method it does not support, and
+    # RuntimeError for an encrypted member
     except (NotImplementedError, RuntimeError, KeyError, UnicodeDecodeError) as exc:
         raise FeedError(f"unreadable zip: {exc!r}") from exc
     return files

@@ -22,17 +22,16 @@ A timestamp without an offset is Beijing time (+08:00).
 from __future__ import annotations
 
 import datetime
-import unicodedata
 from typing import Annotated
 
 import httpx
 import msgspec
 
 from merchant_code.feeds.base import FeedError, Match, Page, Parsed, Reject, ReviewRecord
+from merchant_code.feeds.values import BadRecord, clean_text
 
 KIND = "review_platform"
 
-_PLACEHOLDERS = frozenset({"", "null", "none", "nil", "n/a", "-"})
 _BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 _LIMITS = {"id": 128, "business_ref": 64, "author": 100, "text": 10_000, "created_at": 40, "updated_at": 40}
 
@@ -58,21 +57,8 @@ class _Item(msgspec.Struct):
     deleted: bool | None = None
 
 
-class _Bad(Exception):
-    """One record's problem: it becomes a Reject."""
-
-
 def _text(value: str | None, field: str) -> str | None:
-    if value is None:
-        return None
-    text = unicodedata.normalize("NFC", value).strip()
-    if text.lower() in _PLACEHOLDERS:
-        return None
-    if len(text) > _LIMITS[field]:
-        raise _Bad(f"{field} is longer than {_LIMITS[field]} characters")
-    if "\x00" in text:
-        raise _Bad(f"{field} contains a NUL character")
-    return text
+    return clean_text(value, field, limit=_LIMITS[field])
 
 
 def _timestamp(value: str | None, field: str) -> datetime.datetime | None:
@@ -82,7 +68,7 @@ def _timestamp(value: str | None, field: str) -> datetime.datetime | None:
     try:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:
-        raise _Bad(f"{field} is not an ISO 8601 timestamp: {text!r}") from None
+        raise BadRecord(f"{field} is not an ISO 8601 timestamp: {text!r}") from None
     if moment.year < 2000:  # 1900-01-01, 0001-01-01, the epoch: "unknown", not a review date
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=_BEIJING)
@@ -98,20 +84,20 @@ def _rating(value: int | float | str | None) -> int:
     else:
         number = None if value is None else float(value)
     if number is None or number != number or not number.is_integer() or not 1 <= number <= 5:
-        raise _Bad(f"rating must be an integer from 1 to 5, not {str(value)[:20]!r}")
+        raise BadRecord(f"rating must be an integer from 1 to 5, not {str(value)[:20]!r}")
     return int(number)
 
 
 def _review(item: _Item) -> ReviewRecord:
     external_id = _text(None if item.id is None else str(item.id), "id")
     if external_id is None:
-        raise _Bad("id is missing")
+        raise BadRecord("id is missing")
     business_ref = _text(item.business_ref, "business_ref")
     if business_ref is None:
-        raise _Bad("business_ref is missing: the review cannot be matched to a shop")
+        raise BadRecord("business_ref is missing: the review cannot be matched to a shop")
     posted_at = _timestamp(item.created_at, "created_at")
     if posted_at is None:
-        raise _Bad("created_at is missing or a placeholder")
+        raise BadRecord("created_at is missing or a placeholder")
     updated_at = _timestamp(item.updated_at, "updated_at")
     tombstone = bool(item.deleted) and item.rating is None  # the platform says only "gone"
     return ReviewRecord(
@@ -135,7 +121,7 @@ def _one(raw: msgspec.Raw) -> ReviewRecord | Reject:
         return Reject(raw=data, reason=f"not a review: {str(exc)[:200]}")
     try:
         return _review(item)
-    except _Bad as exc:
+    except BadRecord as exc:
         ident = None if item.id is None else str(item.id)
         return Reject(raw=data, reason=str(exc), external_id=ident if ident and len(ident) <= 128 else None)
 

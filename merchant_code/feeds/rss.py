@@ -34,6 +34,7 @@ import httpx
 import msgspec
 
 from merchant_code.feeds.base import FeedError, Match, Page, Parsed, Record, Reject, SentimentRecord
+from merchant_code.feeds.values import PLACEHOLDERS, BadRecord
 
 KIND = "rss"
 
@@ -48,7 +49,6 @@ _MAX_TITLE = 500
 _MAX_ID = 500
 _MAX_SUMMARY = 4000
 _BEIJING = datetime.timezone(datetime.timedelta(hours=8))
-_PLACEHOLDERS = frozenset({"", "null", "none", "nil", "n/a", "-"})
 _TONES: dict[str, Tone] = {
     "positive": "positive", "正面": "positive",
     "negative": "negative", "负面": "negative",
@@ -80,10 +80,6 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class _Validators(msgspec.Struct, omit_defaults=True):
     etag: str | None = None
     last_modified: str | None = None
-
-
-class _Bad(Exception):
-    """One item's problem: it becomes a Reject."""
 
 
 def _utf8(body: bytes) -> tuple[bytes, str | None]:
@@ -154,7 +150,7 @@ def _plain(value: str | None) -> str | None:
     text = _TAG.sub("", _BLOCK.sub(" ", _SCRIPT.sub(" ", value)))
     text = _SPACE.sub(" ", html.unescape(text).replace("\x00", "")).strip()
     text = unicodedata.normalize("NFC", text)
-    return None if text.lower() in _PLACEHOLDERS else text
+    return None if text.lower() in PLACEHOLDERS else text
 
 
 def _text(element: ET.Element | None) -> str | None:
@@ -230,14 +226,14 @@ def _record(item: ET.Element) -> SentimentRecord:
     link = (link or "").strip() or None
     external_id = (ident or "").strip() or link
     if external_id is None:
-        raise _Bad("no guid, id or link to identify the item")
+        raise BadRecord("no guid, id or link to identify the item")
     if len(external_id) > _MAX_ID:
-        raise _Bad(f"the item's id is longer than {_MAX_ID} characters")
+        raise BadRecord(f"the item's id is longer than {_MAX_ID} characters")
     title = _plain(raw_title)
     if title is None:
-        raise _Bad("the item has no title")
+        raise BadRecord("the item has no title")
     if len(title) > _MAX_TITLE:
-        raise _Bad(f"the title is longer than {_MAX_TITLE} characters")
+        raise BadRecord(f"the title is longer than {_MAX_TITLE} characters")
     # a summary is cut at _MAX_SUMMARY anyway: no need to unescape a megabyte of markup first
     summary = _plain(raw_summary[: 40 * _MAX_SUMMARY] if raw_summary else None)
     if summary is not None and len(summary) > _MAX_SUMMARY:
@@ -269,7 +265,7 @@ def parse(page: Page, config: Config) -> Parsed:
     for item in items:
         try:
             records.append(_record(item))
-        except _Bad as exc:
+        except BadRecord as exc:
             begin, stop = spans[item]
             ident = (item.findtext("guid") or item.findtext(ATOM + "id") or "").strip()
             rejects.append(Reject(raw=data[begin:stop], reason=str(exc), external_id=ident[:_MAX_ID] or None))
