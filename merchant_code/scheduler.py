@@ -6,6 +6,7 @@ workers claim rows with FOR UPDATE SKIP LOCKED; running a job in every instance 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,15 +18,18 @@ class Job(msgspec.Struct, frozen=True):
     id: str
     func: Callable[[Any], Awaitable[None]]
     seconds: int
+    at_start: bool = False  # also run once as soon as the scheduler starts
 
 
 def registered_jobs() -> list[Job]:
     """Every periodic job; the issues that add feeds, pushes and cases add theirs here."""
-    from merchant_code import auth, profiles
+    from merchant_code import auth, policies, profiles
 
     return [
         Job(id="auth-housekeeping", func=auth.housekeeping, seconds=600),
         Job(id="profiles-drain", func=profiles.drain_job, seconds=2),
+        Job(id="policies-due", func=policies.due_job, seconds=5),
+        Job(id="policies-reminders", func=policies.reminder_job, seconds=3600, at_start=True),
     ]
 
 
@@ -43,6 +47,7 @@ def start_scheduler(state: Any, jobs: list[Job]) -> AsyncIOScheduler:
             id=job.id,
             coalesce=True,
             max_instances=1,
+            **({"next_run_time": datetime.datetime.now(datetime.UTC)} if job.at_start else {}),
         )
     scheduler.start()
     return scheduler

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -54,6 +55,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scan_cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 50_000
     # comma-separated addresses of reverse proxies whose X-Forwarded-For is believed
     trusted_proxies: str = ""
+    # the regulator's time zone: cron recurrences of policies and the day reminders are sent for
+    timezone: str = "Asia/Shanghai"
 
     @property
     def trusted_proxy_set(self) -> frozenset[str]:
@@ -68,6 +71,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"{PREFIX}PUBLIC_URL must look like https://host[/path]")
         if self.secret_key is not None and len(self.secret_key) < 32:
             raise ValueError(f"{PREFIX}SECRET_KEY must be at least 32 characters")
+        try:
+            ZoneInfo(self.timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(f"{PREFIX}TIMEZONE must name a time zone such as Asia/Shanghai") from None
         if self.pool_min > self.pool_max:
             raise ValueError(f"{PREFIX}POOL_MIN cannot be larger than {PREFIX}POOL_MAX")
 
