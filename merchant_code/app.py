@@ -21,7 +21,7 @@ from merchant_code import __version__, access, db, migrate
 from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.profile_cache import ProfileCache
-from merchant_code.routes import admin, auth, claim, complaints, health, qr, records, scan, shops
+from merchant_code.routes import admin, auth, claim, complaints, health, policies, qr, records, scan, shops
 from merchant_code.scheduler import registered_jobs, start_scheduler
 from merchant_code.secret import signing_key
 from merchant_code.settings import Settings
@@ -65,6 +65,23 @@ ROUTES: list[ControllerRouterHandler] = [
     records.page_review,
     records.api_pending,
     records.api_due,
+    policies.api_list_policies,
+    policies.api_create_policy,
+    policies.api_audience,
+    policies.api_get_policy,
+    policies.api_edit_policy,
+    policies.api_cancel_policy,
+    policies.api_correct_policy,
+    policies.api_unread_csv,
+    policies.api_inbox,
+    policies.api_inbox_item,
+    policies.inbox_page,
+    policies.inbox_item_page,
+    policies.manage_page,
+    policies.manage_submit,
+    policies.manage_policy_page,
+    policies.manage_cancel,
+    policies.manage_correct,
     complaints.api_complaint,
     complaints.complaint_page,
     complaints.complaint_submit,

@@ -145,6 +145,10 @@ async def _prepare_demo(settings: Settings, url: str) -> Any:
             f"  claim a shop as its owner at {base}/claim: shop code {claim['code']} ({claim['name']}),"
             f" claim code {claim_code}, phone {claim['owner_phone']}  (a new code at each start)"
         )
+    print(
+        f"  policy pushes: log in as manager, open {base}/manage/policies and schedule a policy for"
+        f" catering a minute ahead; at that minute the merchant's inbox ({base}/inbox) shows it"
+    )
     print(f"  feeds: a local provider at {feed_provider.base_url} serves the district as")
     print("    " + ", ".join(f"{s.name} ({s.kind})" for s in sources))
     print("    the scheduler pulls them; `merchant-code feeds status` shows each source's runs")

@@ -44,10 +44,10 @@ async def read(
     try:
         return msgspec.convert(fields, into, strict=False), data
     except msgspec.ValidationError as exc:
-        raise InvalidInput(_field(str(exc)), str(exc)) from None
+        raise InvalidInput(field_of(str(exc)), str(exc)) from None
 
 
-def _field(message: str) -> str:
+def field_of(message: str) -> str:
     if found := re.search(r"(?:unknown|missing required) field `([^`]+)`", message):
         return found.group(1)
     if found := re.search(r"at `\$\.([A-Za-z_]+)", message):

@@ -39,9 +39,7 @@ async def _fresh_token(client: AsyncTestClient[Any], role: str) -> dict[str, str
 
 def get(path: str, **headers: str) -> Call:
     async def call(client: AsyncTestClient[Any], world: w.World, role: str) -> httpx.Response:
-        url = path.format(
-            a=world.shop_a, b=world.shop_b, i=world.inspection_a, s=world.submission_a, c=world.complaint_a
-        )
+        url = world.fill(path)
         return await client.get(url, headers=world.headers(role, **headers), follow_redirects=False)
 
     return call
@@ -53,9 +51,7 @@ Body = dict[str, str] | None
 def send(method: str, path: str, *, json_body: Body = None, form: Body = None, fresh: bool = False) -> Call:
     async def call(client: AsyncTestClient[Any], world: w.World, role: str) -> httpx.Response:
         headers = await _fresh_token(client, role) if fresh else world.headers(role)
-        url = path.format(
-            a=world.shop_a, b=world.shop_b, i=world.inspection_a, s=world.submission_a, c=world.complaint_a
-        )
+        url = world.fill(path)
 
         def fill(body: dict[str, str] | None) -> dict[str, str] | None:
             values = {"a": world.shop_a, "b": world.shop_b, "role": role.replace("_", "-")}
@@ -74,6 +70,8 @@ STAFF_ONLY = _expect(401, 403, 403, 200, 200, 200, 200)
 OWNER_ONLY_422 = _expect(401, 422, 404, 403, 403, 403, 403)
 OWNER_PAGE = _expect(303, 303, 404, 403, 403, 403, 403)  # anonymous: to the login page
 AREA_STAFF_422 = _expect(401, 403, 403, 422, 404, 422, 422)
+MANAGERS = _expect(401, 403, 403, 403, 403, 200, 200)
+MANAGERS_400 = _expect(401, 403, 403, 403, 403, 400, 400)
 AREA_STAFF_PAGE = _expect(303, 403, 403, 303, 404, 303, 303)
 
 # (wrong claims for shop A through the API, for shop B through the page: five per shop are allowed)
@@ -187,6 +185,61 @@ MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
     ("GET", "/s/{code:str}/sticker.png"): (get("/s/{a}/sticker.png"), _all(200)),
     ("GET", "/s/{code:str}/poster.svg"): (get("/s/{a}/poster.svg"), _all(200)),
     ("GET", "/.well-known/merchant-code-keys.json"): (get("/.well-known/merchant-code-keys.json"), _all(200)),
+    # policy pushes: managers (and admins) within their area; each merchant their own inbox
+    ("GET", "/api/v1/manage/policies"): (get("/api/v1/manage/policies"), MANAGERS),
+    ("POST", "/api/v1/manage/policies"): (
+        send("POST", "/api/v1/manage/policies", json_body={}),
+        MANAGERS_400,
+    ),
+    ("POST", "/api/v1/manage/audience"): (
+        send("POST", "/api/v1/manage/audience", json_body={}),
+        MANAGERS_400,
+    ),
+    ("GET", "/api/v1/manage/policies/{policy_id:str}"): (get("/api/v1/manage/policies/{p}"), MANAGERS),
+    ("PUT", "/api/v1/manage/policies/{policy_id:str}"): (
+        send("PUT", "/api/v1/manage/policies/{p}", json_body={}),
+        MANAGERS_400,
+    ),
+    # the world's policy has gone out: nothing is left to cancel, and a correction needs a text
+    ("POST", "/api/v1/manage/policies/{policy_id:str}/cancel"): (
+        send("POST", "/api/v1/manage/policies/{p}/cancel"),
+        _expect(401, 403, 403, 403, 403, 409, 409),
+    ),
+    ("POST", "/api/v1/manage/policies/{policy_id:str}/corrections"): (
+        send("POST", "/api/v1/manage/policies/{p}/corrections", json_body={}),
+        MANAGERS_400,
+    ),
+    ("GET", "/api/v1/manage/policies/{policy_id:str}/unread.csv"): (
+        get("/api/v1/manage/policies/{p}/unread.csv"),
+        MANAGERS,
+    ),
+    ("GET", "/api/v1/merchant/inbox"): (
+        get("/api/v1/merchant/inbox"),
+        _expect(401, 200, 200, 403, 403, 403, 403),
+    ),
+    ("GET", "/api/v1/merchant/inbox/{item_id:int}"): (
+        get("/api/v1/merchant/inbox/{m}"),
+        _expect(401, 200, 404, 403, 403, 403, 403),
+    ),
+    ("GET", "/inbox"): (get("/inbox"), _expect(303, 200, 200, 403, 403, 403, 403)),
+    ("GET", "/inbox/{item_id:int}"): (get("/inbox/{m}"), _expect(303, 200, 404, 403, 403, 403, 403)),
+    ("GET", "/manage/policies"): (get("/manage/policies"), _expect(303, 403, 403, 403, 403, 200, 200)),
+    ("POST", "/manage/policies"): (
+        send("POST", "/manage/policies", form={"title": ""}),
+        _expect(303, 403, 403, 403, 403, 422, 422),
+    ),
+    ("GET", "/manage/policies/{policy_id:str}"): (
+        get("/manage/policies/{p}"),
+        _expect(303, 403, 403, 403, 403, 200, 200),
+    ),
+    ("POST", "/manage/policies/{policy_id:str}/cancel"): (
+        send("POST", "/manage/policies/{p}/cancel", form={}),
+        _expect(303, 403, 403, 403, 403, 303, 303),
+    ),
+    ("POST", "/manage/policies/{policy_id:str}/corrections"): (
+        send("POST", "/manage/policies/{p}/corrections", form={}),
+        _expect(303, 403, 403, 403, 403, 303, 303),
+    ),
 }
 # Litestar's OpenAPI routes: public, and checked through the document itself
 SCHEMA = (get("/schema/openapi.json"), _all(200))

@@ -38,6 +38,19 @@ class World(msgspec.Struct):
     inspection_a: str  # public id of an inspection of shop A
     submission_a: str  # public id of a licence shop A's owner sent in, not yet verified
     complaint_a: str  # tracking number of a complaint about shop A
+    policy: str  # public id of a policy sent to subdistrict 001's catering shops (shop A)
+    inbox_a: int  # its delivery to shop A's inbox
+
+    def fill(self, path: str) -> str:
+        return path.format(
+            a=self.shop_a,
+            b=self.shop_b,
+            i=self.inspection_a,
+            s=self.submission_a,
+            c=self.complaint_a,
+            p=self.policy,
+            m=self.inbox_a,
+        )
 
     def headers(self, role: str, **extra: str) -> dict[str, str]:
         headers = dict(extra)
@@ -102,7 +115,21 @@ async def build(conn: asyncpg.Connection, client: AsyncTestClient[Any]) -> World
         " VALUES ('TS-WORLD-00001', $1, 'complaint', 'hygiene', '门口垃圾堆放')",
         shop_a,
     )
+    policy = await conn.fetchval(
+        "INSERT INTO policy (title, body_md, trades, area_ids, status, next_at, last_sent_at)"
+        " VALUES ('夏季食品安全', '请做好**防暑**。', '{catering}', ARRAY[$1::bigint], 'sent', NULL, now())"
+        " RETURNING id",
+        sub1,
+    )
+    inbox_a = await conn.fetchval(
+        "INSERT INTO delivery (policy_id, shop_id, occurrence, status, delivered_at)"
+        " VALUES ($1, $2, now(), 'delivered', now()) RETURNING id",
+        policy,
+        shop_a,
+    )
     return World(
+        policy=await conn.fetchval("SELECT public_id::text FROM policy WHERE id = $1", policy),
+        inbox_a=inbox_a,
         shop_a=code_a,
         shop_b=code_b,
         shop_a_id=shop_a,

@@ -248,9 +248,13 @@ async def me_page(
         )
         due = [dict(r) async for r in rows]
         pending = [dict(r) async for r in db.queries.list_pending_submissions(conn, prefix=prefix, limit=10)]
+    unread = None
+    if principal.role == "merchant":
+        unread = await db.queries.count_unread(conn, shop_ids=list(principal.shop_ids))
     context = {
         "en": english(request, lang),
         "me": me,
+        "unread": unread,
         "error": None,
         "changed": changed,
         "due": due,

@@ -242,3 +242,12 @@ ON CONFLICT (name) DO UPDATE SET url = excluded.url, secret = excluded.secret,
 
 -- name: get_known_trades(codes)$
 SELECT coalesce(array_agg(code), '{}') FROM trade WHERE code = ANY(:codes::text[]);
+
+-- name: list_areas_in_scope(prefix)
+-- The areas a manager may target, for the form (every area for a NULL prefix), at most 500.
+SELECT code, name, level, path FROM area
+WHERE :prefix::text IS NULL OR path = :prefix OR path LIKE :prefix || '.%'
+ORDER BY path LIMIT 500;
+
+-- name: list_trades()
+SELECT code, name, name_en FROM trade ORDER BY code;
