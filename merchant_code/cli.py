@@ -71,6 +71,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("source", nargs="?")
     feeds_sub.add_parser("status", help="each source's last run, counts, lag and rejects")
 
+    channels = sub.add_parser(
+        "channels", help="outbound channels of policy pushes (SMS or messaging gateways)"
+    )
+    channels_sub = channels.add_subparsers(dest="action", required=True)
+    ch_add = channels_sub.add_parser(
+        "add", help="add or change a channel: every delivery is POSTed there too"
+    )
+    ch_add.add_argument("name")
+    ch_add.add_argument("--url", required=True)
+    ch_add.add_argument("--secret-stdin", action="store_true", help="read an HMAC secret from stdin")
+    ch_add.add_argument("--allow-private", action="store_true", help="allow a loopback or private address")
+    ch_add.add_argument("--disable", action="store_true", help="keep the channel but send nothing to it")
+    channels_sub.add_parser("list", help="the channels and what waits or failed in each")
+
     prof = sub.add_parser("profiles", help="shop profiles")
     prof.add_argument("action", choices=["rebuild"], help="rebuild: every shop's profile, now")
 
@@ -129,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "audit": lambda _, url: commands.audit_verify(url),
             "profiles": commands.rebuild_profiles,
             "feeds": lambda settings, url: commands.feeds(settings, url, args),
+            "channels": lambda _, url: commands.channels(url, args),
             "shop": lambda _, url: commands.claim_code(url, args.code),
             "qr": lambda settings, url: commands.qr(settings, url, args),
         }[args.command]

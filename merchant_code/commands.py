@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import errno
 import os
+import re
 import socket
 import sys
 from typing import Any
@@ -291,6 +292,44 @@ def _write_out(path: str, data: bytes) -> None:
         Path(path).write_bytes(data)
     except OSError as exc:
         raise DomainError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def channels(url: str, args: argparse.Namespace) -> None:
+    asyncio.run(_channels(url, args))
+
+
+async def _channels(url: str, args: argparse.Namespace) -> None:
+    await _migrate(url)
+    conn = await db.connect(url)
+    try:
+        if args.action == "add":
+            if not re.match(r"^[a-z][a-z0-9_-]{0,31}$", args.name) or args.name == "inbox":
+                raise DomainError("a channel's name is 1-32 lower-case letters, digits, - or _ (not inbox)")
+            if not re.match(r"^https?://\S+$", args.url):
+                raise DomainError("--url must be an http(s) URL")
+            secret = sys.stdin.readline().strip() or None if args.secret_stdin else None
+            await db.queries.upsert_channel(
+                conn,
+                name=args.name,
+                url=args.url,
+                secret=secret,
+                allow_private=args.allow_private,
+                enabled=not args.disable,
+            )
+            state = "disabled" if args.disable else "enabled"
+            print(f"channel {args.name} ({state}) -> {args.url}{' signed' if secret else ''}")
+            return
+        rows = [r async for r in db.queries.list_channel_status(conn)]
+        if not rows:
+            print("no channels (merchant-code channels add NAME --url URL); deliveries go to inboxes only")
+        for r in rows:
+            state = "enabled" if r["enabled"] else "disabled"
+            print(
+                f"{r['name']:<16} {state:<8} {r['url']}  delivered {r['delivered']}, waiting {r['waiting']},"
+                f" dead {r['dead']}{'  last error: ' + r['last_error'] if r['last_error'] else ''}"
+            )
+    finally:
+        await conn.close()
 
 
 def feeds(settings: Settings, url: str, args: argparse.Namespace) -> None:

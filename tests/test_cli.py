@@ -164,3 +164,21 @@ def test_demo_serves_stops_on_ctrl_c_and_finds_its_data_again(tmp_path: Path) ->
     finally:
         _stop(proc)
     assert not (pg / "postmaster.pid").exists()
+
+
+def test_channels_are_added_listed_and_refused_when_malformed(db_url: str) -> None:
+    added = _cli(
+        "channels",
+        "add",
+        "sms",
+        "--url",
+        "http://127.0.0.1:9/hook",
+        "--allow-private",
+        database_url=db_url,
+    )
+    assert added.returncode == 0, added.stderr
+    assert "channel sms (enabled)" in added.stdout
+    listed = _cli("channels", "list", database_url=db_url)
+    assert listed.returncode == 0 and "sms" in listed.stdout and "waiting 0" in listed.stdout
+    bad = _cli("channels", "add", "inbox", "--url", "http://x", database_url=db_url)
+    assert bad.returncode != 0 and "not inbox" in _one_clear_line(bad)

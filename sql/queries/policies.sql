@@ -231,9 +231,6 @@ WHERE d.policy_id = :policy_id AND d.channel = 'inbox' AND d.status = 'delivered
   AND d.delivered_at <= now() - make_interval(days => :days)
 ORDER BY a.path, s.code;
 
--- name: list_channels()
-SELECT name, url, enabled, allow_private, secret IS NOT NULL AS signed FROM delivery_channel ORDER BY name;
-
 -- name: upsert_channel(name, url, secret, allow_private, enabled)!
 INSERT INTO delivery_channel (name, url, secret, allow_private, enabled)
 VALUES (:name, :url, :secret, :allow_private, :enabled)
@@ -251,3 +248,12 @@ ORDER BY path LIMIT 500;
 
 -- name: list_trades()
 SELECT code, name, name_en FROM trade ORDER BY code;
+
+-- name: list_channel_status()
+SELECT c.name, c.url, c.enabled,
+       count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered,
+       count(d.id) FILTER (WHERE d.status IN ('pending', 'failed')) AS waiting,
+       count(d.id) FILTER (WHERE d.status = 'dead') AS dead,
+       (array_agg(d.last_error ORDER BY d.id DESC) FILTER (WHERE d.last_error IS NOT NULL))[1] AS last_error
+FROM delivery_channel c LEFT JOIN delivery d ON d.channel = c.name
+GROUP BY c.name ORDER BY c.name;
