@@ -86,6 +86,7 @@ ROUTES: list[ControllerRouterHandler] = [
     complaints.complaint_page,
     complaints.complaint_submit,
     complaints.track,
+    complaints.track_reopen,
     qr.sticker_svg,
     qr.sticker_png,
     qr.poster_svg,

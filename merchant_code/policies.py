@@ -563,7 +563,7 @@ async def _post(
         headers["x-merchant-code-signature"] = f"sha256={mac}"
     try:
         response = await client.post(row["url"], content=body, headers=headers)
-    except (httpx.HTTPError, guarded.Refused) as exc:
+    except Exception as exc:  # any failure of this request (an unusable URL too) is this row's outcome
         return False, f"{type(exc).__name__}: {exc}"[:500], backoff(row["attempts"])
     if 200 <= response.status_code < 300:
         return True, None, 0.0
@@ -631,7 +631,10 @@ REMINDERS: dict[str, tuple[str, str]] = {
     "licence_expired": ("许可证已过期", "A licence has expired"),
     "rectify_due": ("整改期限将至", "The rectification deadline is near"),
     "health_cert": ("员工健康证将在30天内到期", "A staff health certificate expires within 30 days"),
+    "rectification_overdue": ("整改已逾期", "Rectification is overdue"),
 }
+# reminders sent by other parts of the service (cases), not by the daily job
+EVENT_REMINDERS = frozenset({"rectification_overdue"})
 
 
 def reminder_text(reminder: str, detail: dict[str, Any] | None, en: bool) -> tuple[str, str]:
@@ -645,6 +648,10 @@ def reminder_text(reminder: str, detail: dict[str, Any] | None, en: bool) -> tup
             f"Licence {kind} {number} is valid to {valid_to}."
             " Renew it and send the new certificate from your shop page."
         )
+    elif reminder == "rectification_overdue":
+        number, due = d.get("case", ""), d.get("due", "")
+        body_zh = f"整改案件 {number} 已超过期限（{due}）。请尽快完成整改，并在案件中提交整改证明。"
+        body_en = f"Rectification case {number} is past its deadline ({due}). Finish it and send evidence."
     elif reminder == "rectify_due":
         on, due = d.get("inspected_on", ""), d.get("rectify_due", "")
         body_zh = f"{on} 检查要求整改，期限为 {due}。"
@@ -660,12 +667,30 @@ async def remind(conn: asyncpg.Connection, today: datetime.date) -> int:
     """Add the reminders due today (each once); returns how many delivery rows were added."""
     total = 0
     for reminder, (title, _) in REMINDERS.items():
+        if reminder in EVENT_REMINDERS:
+            continue
         async with conn.transaction():
             policy_id = await db.queries.ensure_reminder(conn, reminder=reminder, title=title, body_md=title)
             total += await db.queries.materialize_reminders(
                 conn, policy_id=policy_id, reminder=reminder, today=today
             )
     return total
+
+
+async def remind_cases(conn: asyncpg.Connection, cases: list[asyncpg.Record]) -> int:
+    """An overdue rectification case reminds its shop (inbox and channels), once per case."""
+    reminder = "rectification_overdue"
+    policy_id = await db.queries.ensure_reminder(
+        conn, reminder=reminder, title=REMINDERS[reminder][0], body_md=REMINDERS[reminder][0]
+    )
+    added: int = await db.queries.add_case_reminders(
+        conn,
+        policy_id=policy_id,
+        shop_ids=[c["shop_id"] for c in cases],
+        occurrences=[c["sla_due_at"] for c in cases],
+        details=[{"case": c["public_id"], "due": c["sla_due_at"].date().isoformat()} for c in cases],
+    )
+    return added
 
 
 # ------------------------------------------------------------------------------------------ inbox

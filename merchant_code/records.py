@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import secrets
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import asyncpg
 import msgspec
@@ -17,6 +17,9 @@ import msgspec
 from merchant_code import audit, auth, db, uploads
 from merchant_code.codes import CROCKFORD, parse_shop_code
 from merchant_code.errors import Conflict, InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from merchant_code.cases import Opened
 
 LicenceKind = Literal[
     "business", "food_business", "pharmacy", "hygiene", "education", "entertainment", "other"
@@ -408,6 +411,8 @@ class Complaint(msgspec.Struct, forbid_unknown_fields=True):
 class Tracking(msgspec.Struct, frozen=True):
     tracking_number: str
     track_url: str
+    # the report joined an open case about the same problem (it is followed there)
+    joined: bool = False
 
 
 def new_tracking_number() -> str:
@@ -417,33 +422,41 @@ def new_tracking_number() -> str:
 
 
 async def file_complaint(
-    conn: asyncpg.Connection, shop: ShopRef, body: Complaint, photo: bytes | None, request_id: str | None
-) -> str:
-    photo_id = await _image(conn, "photo", photo, shop.id, "complaint", None)
-    number = new_tracking_number()
-    await db.queries.create_complaint(
-        conn,
-        shop_id=shop.id,
-        public_id=number,
-        category=body.category,
-        description=body.text,
-        reporter_name=body.name,
-        reporter_phone=body.phone,
-        reporter_email=body.email,
-        photo_id=photo_id,
-    )
-    # anonymous by default: the trail says a complaint came, not from whom
-    await audit.append(
-        conn,
-        actor=None,
-        action="complaint.file",
-        object_type="case",
-        object_id=number,
-        request_id=request_id,
-        detail={
-            "shop": shop.code,
-            "category": body.category,
-            "contact": body.phone is not None or body.email is not None,
-        },
-    )
-    return number
+    conn: asyncpg.Connection,
+    shop: ShopRef,
+    body: Complaint,
+    photo: bytes | None,
+    request_id: str | None,
+    via: str = "web",
+) -> Opened:
+    """A citizen's complaint becomes a case (or joins the open one about the same problem)."""
+    from merchant_code import cases
+
+    async with conn.transaction():
+        photo_id = await _image(conn, "photo", photo, shop.id, "complaint", None)
+        opened = await cases.open_case(
+            conn,
+            shop_id=shop.id,
+            source="complaint",
+            category=body.category,
+            description=body.text,
+            reporter=cases.Reporter(name=body.name, phone=body.phone, email=body.email),
+            photo_id=photo_id,
+            via=via,
+        )
+        # anonymous by default: the trail says a complaint came, not from whom
+        await audit.append(
+            conn,
+            actor=None,
+            action="complaint.file",
+            object_type="case",
+            object_id=opened.tracking_number,
+            request_id=request_id,
+            detail={
+                "shop": shop.code,
+                "category": body.category,
+                "contact": body.phone is not None or body.email is not None,
+                "joined": opened.joined,
+            },
+        )
+    return opened

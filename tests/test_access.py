@@ -181,6 +181,8 @@ MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
     ("GET", "/s/{code:str}/complaint"): (get("/s/{a}/complaint"), _all(200)),
     ("POST", "/s/{code:str}/complaint"): (send("POST", "/s/{a}/complaint", form={"text": "x"}), _all(422)),
     ("GET", "/track/{number:str}"): (get("/track/{c}"), _all(200)),
+    # an open case cannot be reopened, and a reason is needed first
+    ("POST", "/track/{number:str}/reopen"): (send("POST", "/track/{c}/reopen", json_body={}), _all(422)),
     ("GET", "/s/{code:str}/sticker.svg"): (get("/s/{a}/sticker.svg"), _all(200)),
     ("GET", "/s/{code:str}/sticker.png"): (get("/s/{a}/sticker.png"), _all(200)),
     ("GET", "/s/{code:str}/poster.svg"): (get("/s/{a}/poster.svg"), _all(200)),

@@ -4,8 +4,7 @@ citizen gets a tracking number."""
 
 from __future__ import annotations
 
-import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
@@ -14,10 +13,10 @@ from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
-from litestar.response import Template
+from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_201_CREATED
 
-from merchant_code import access, auth, db, forms, records, uploads
+from merchant_code import access, auth, cases, db, forms, records, uploads
 from merchant_code.errors import DomainError, NotFound
 from merchant_code.routes.auth import english
 from merchant_code.routes.records import rebuild_soon
@@ -26,7 +25,9 @@ from merchant_code.routes.records import rebuild_soon
 PER_HOUR = 5
 
 
-async def _file(request: Request[Any, Any, Any], state: State, conn: asyncpg.Connection, code: str) -> str:
+async def _file(
+    request: Request[Any, Any, Any], state: State, conn: asyncpg.Connection, code: str
+) -> cases.Opened:
     shop = await records.shop_for_anyone(conn, code)
     body, photo = await forms.read(request, records.Complaint, file_field="photo")
     client = access.client_of(request)
@@ -51,8 +52,11 @@ async def api_complaint(
     """File a complaint about a shop (JSON, or multipart/form-data with an optional `photo`):
     `category` (food_safety, hygiene, price, service, licence, other), `text`, and optionally
     `name`, `phone`, `email`. At most five an hour from one address (then 429)."""
-    number = await _file(request, state, conn, code)
-    tracking = records.Tracking(tracking_number=number, track_url=f"{state.settings.base_url}/track/{number}")
+    opened = await _file(request, state, conn, code)
+    number = opened.tracking_number
+    tracking = records.Tracking(
+        tracking_number=number, track_url=f"{state.settings.base_url}/track/{number}", joined=opened.joined
+    )
     return Response(tracking, status_code=201, background=BackgroundTask(rebuild_soon, state))
 
 
@@ -85,7 +89,7 @@ async def complaint_submit(
 ) -> Response[Any]:
     en = english(request, lang)
     try:
-        number = await _file(request, state, conn, code)
+        opened = await _file(request, state, conn, code)
     except DomainError as exc:
         if isinstance(exc, NotFound):
             raise
@@ -99,7 +103,7 @@ async def complaint_submit(
             "field": getattr(exc, "field", None),
         }
         return Template("complaint.html.j2", context={**context, "form": {}}, status_code=exc.status)
-    context = {"en": en, "number": number, "code": code.upper()}
+    context = {"en": en, "number": opened.tracking_number, "joined": opened.joined, "code": code.upper()}
     return Template(
         "complaint_filed.html.j2",
         context=context,
@@ -108,32 +112,51 @@ async def complaint_submit(
     )
 
 
-class CaseStatus(msgspec.Struct, frozen=True):
-    tracking_number: str
-    category: str
-    status: str
-    opened_at: datetime.datetime
-    resolved_at: datetime.datetime | None
-    closed_at: datetime.datetime | None
-    shop_name: str | None
-    shop_code: str | None
-
-
 @get("/track/{number:str}", opt={"access": "public"}, tags=["complaints"])
 async def track(
     request: Request[Any, Any, Any],
     conn: NamedDependency[asyncpg.Connection],
     number: FromPath[str],
     lang: FromQuery[Literal["zh", "en"] | None] = None,
+    reopened: FromQuery[bool] = False,
+    error: FromQuery[str | None] = None,
 ) -> Response[Any]:
-    """A complaint's progress by its tracking number: status and dates only, never who handles it
-    or who else reported. JSON for `Accept: application/json`, a page otherwise."""
-    row = await db.queries.get_case_for_tracking(conn, public_id=number.strip().upper())
-    if row is None:
-        raise NotFound("no complaint has this tracking number")
-    status = CaseStatus(
-        tracking_number=row["public_id"], **{k: row[k] for k in CaseStatus.__struct_fields__[1:]}
-    )
+    """A complaint's progress by its tracking number: status, dates and the notes staff made
+    public; never who handles it or who else reported. JSON for `Accept: application/json`, a
+    page otherwise."""
+    case = await cases.tracking(conn, number)
     if "application/json" in request.headers.get("accept", ""):
-        return Response(status)
-    return Template("track.html.j2", context={"en": english(request, lang), "case": status})
+        return Response(case)
+    context = {"en": english(request, lang), "case": case, "reopened": reopened, "error": error}
+    return Template("track.html.j2", context=context)
+
+
+class ReopenForm(msgspec.Struct, frozen=True):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+@post("/track/{number:str}/reopen", opt={"access": "public"}, tags=["complaints"], status_code=200)
+async def track_reopen(
+    request: Request[Any, Any, Any],
+    state: State,
+    conn: NamedDependency[asyncpg.Connection],
+    number: FromPath[str],
+    lang: FromQuery[Literal["zh", "en"] | None] = None,
+) -> Response[Any]:
+    """The reporter reopens a resolved case within the reopen window, saying why (JSON or a
+    form; a form is answered by a redirect back to the tracking page)."""
+    client = access.client_of(request)
+    async with db.acquire(state.pool) as side:  # tracking numbers are not to be guessed here
+        await auth.begin_attempt(side, [(f"reopen:{client}", 1)], 20, 60)
+    page = "json" not in request.headers.get("content-type", "")
+    back = f"/track/{number.strip().upper()}" + ("?lang=en&" if lang == "en" else "?")
+    try:
+        body, _ = await forms.read(request, ReopenForm)
+        status = await cases.reopen_by_reporter(conn, number, body.reason)
+    except DomainError as exc:
+        if not page or isinstance(exc, NotFound):
+            raise
+        return Redirect(path=f"{back}error={exc.slug}", status_code=303)
+    if page:
+        return Redirect(path=f"{back}reopened=true", status_code=303)
+    return Response({"status": status})

@@ -257,3 +257,15 @@ SELECT c.name, c.url, c.enabled,
        (array_agg(d.last_error ORDER BY d.id DESC) FILTER (WHERE d.last_error IS NOT NULL))[1] AS last_error
 FROM delivery_channel c LEFT JOIN delivery d ON d.channel = c.name
 GROUP BY c.name ORDER BY c.name;
+
+-- name: add_case_reminders(policy_id, shop_ids, occurrences, details)$
+-- A reminder per overdue rectification case, to the shop's inbox and channels, once per case and due time.
+WITH ins AS (
+    INSERT INTO delivery (policy_id, shop_id, occurrence, channel, detail)
+    SELECT :policy_id, x.shop_id, x.occurrence, c.channel, x.detail
+    FROM unnest(:shop_ids::bigint[], :occurrences::timestamptz[], :details::jsonb[]) AS x(shop_id, occurrence, detail)
+    CROSS JOIN (SELECT 'inbox' AS channel UNION ALL SELECT name FROM delivery_channel WHERE enabled) c
+    ON CONFLICT (policy_id, shop_id, occurrence, channel) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM ins;
