@@ -21,7 +21,19 @@ from merchant_code import __version__, access, db, migrate
 from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.profile_cache import ProfileCache
-from merchant_code.routes import admin, auth, claim, complaints, health, policies, qr, records, scan, shops
+from merchant_code.routes import (
+    admin,
+    auth,
+    cases,
+    claim,
+    complaints,
+    health,
+    policies,
+    qr,
+    records,
+    scan,
+    shops,
+)
 from merchant_code.scheduler import registered_jobs, start_scheduler
 from merchant_code.secret import signing_key
 from merchant_code.settings import Settings
@@ -87,6 +99,20 @@ ROUTES: list[ControllerRouterHandler] = [
     complaints.complaint_submit,
     complaints.track,
     complaints.track_reopen,
+    cases.api_list_cases,
+    cases.api_open_case,
+    cases.api_get_case,
+    cases.api_transition,
+    cases.api_merchant_cases,
+    cases.api_merchant_reply,
+    cases.api_routes,
+    cases.api_set_route,
+    cases.api_delete_route,
+    cases.cases_page,
+    cases.case_page,
+    cases.case_transition_submit,
+    cases.merchant_cases_page,
+    cases.merchant_reply_submit,
     qr.sticker_svg,
     qr.sticker_png,
     qr.poster_svg,

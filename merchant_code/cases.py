@@ -56,6 +56,7 @@ class Opened(msgspec.Struct, frozen=True):
 
     tracking_number: str
     case_id: int
+    case_number: str  # the case's own number (the tracking number unless the report joined a case)
     joined: bool
     department: str | None = None
     due: datetime.datetime | None = None
@@ -115,7 +116,9 @@ async def open_case(
             )
             if signal:
                 await db.queries.add_signal(conn, key=signal, case_id=dup["id"])
-            return Opened(tracking_number=number, case_id=dup["id"], joined=True)
+            return Opened(
+                tracking_number=number, case_id=dup["id"], case_number=dup["public_id"], joined=True
+            )
         row = await db.queries.create_case(
             conn,
             public_id=number,
@@ -153,6 +156,7 @@ async def open_case(
     return Opened(
         tracking_number=number,
         case_id=row["id"],
+        case_number=row["public_id"],
         joined=False,
         department=row["department"],
         due=row["sla_due_at"],
@@ -572,7 +576,8 @@ async def list_for_staff(
 async def list_for_merchant(
     conn: asyncpg.Connection, principal: auth.Principal, limit: int = 50
 ) -> list[CaseSummary]:
-    return await db.fetch_all(
+    """Cases about the merchant's shops; who handles them is staff's business."""
+    rows = await db.fetch_all(
         db.queries.list_cases(
             conn,
             prefix=None,
@@ -588,3 +593,4 @@ async def list_for_merchant(
         ),
         CaseSummary,
     )
+    return [msgspec.structs.replace(r, assignee=None) for r in rows]

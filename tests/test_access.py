@@ -242,6 +242,42 @@ MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
         send("POST", "/manage/policies/{p}/corrections", form={}),
         _expect(303, 403, 403, 403, 403, 303, 303),
     ),
+    # cases: staff of the area; the owner of the shop answers; the routing table is the managers'
+    ("GET", "/api/v1/cases"): (get("/api/v1/cases"), STAFF_ONLY),
+    ("POST", "/api/v1/cases"): (send("POST", "/api/v1/cases", json_body={}), MANAGERS_400),
+    ("GET", "/api/v1/cases/{number:str}"): (
+        get("/api/v1/cases/{c}"),
+        _expect(401, 403, 403, 200, 404, 200, 200),
+    ),
+    ("POST", "/api/v1/cases/{number:str}/transitions"): (
+        send("POST", "/api/v1/cases/{c}/transitions", json_body={}),
+        _expect(401, 403, 403, 400, 400, 400, 400),
+    ),
+    ("GET", "/api/v1/merchant/cases"): (
+        get("/api/v1/merchant/cases"),
+        _expect(401, 200, 200, 403, 403, 403, 403),
+    ),
+    ("POST", "/api/v1/merchant/cases/{number:str}/replies"): (
+        send("POST", "/api/v1/merchant/cases/{c}/replies", json_body={}),
+        OWNER_ONLY_422,
+    ),
+    ("GET", "/api/v1/manage/routes"): (get("/api/v1/manage/routes"), MANAGERS),
+    ("PUT", "/api/v1/manage/routes"): (send("PUT", "/api/v1/manage/routes", json_body={}), MANAGERS_400),
+    ("DELETE", "/api/v1/manage/routes/{route_id:int}"): (
+        send("DELETE", "/api/v1/manage/routes/999999"),
+        _expect(401, 403, 403, 403, 403, 404, 404),
+    ),
+    ("GET", "/cases"): (get("/cases"), _expect(303, 403, 403, 200, 200, 200, 200)),
+    ("GET", "/cases/{number:str}"): (get("/cases/{c}"), _expect(303, 403, 403, 200, 404, 200, 200)),
+    ("POST", "/cases/{number:str}/transitions"): (
+        send("POST", "/cases/{c}/transitions", form={}),
+        _expect(303, 403, 403, 303, 404, 303, 303),
+    ),
+    ("GET", "/merchant/cases"): (get("/merchant/cases"), _expect(303, 200, 200, 403, 403, 403, 403)),
+    ("POST", "/merchant/cases/{number:str}/replies"): (
+        send("POST", "/merchant/cases/{c}/replies", form={}),
+        _expect(303, 303, 404, 403, 403, 403, 403),
+    ),
 }
 # Litestar's OpenAPI routes: public, and checked through the document itself
 SCHEMA = (get("/schema/openapi.json"), _all(200))

@@ -175,7 +175,7 @@ FROM case_route r LEFT JOIN area a ON a.id = r.area_id
 WHERE :prefix::text IS NULL OR r.area_id IS NULL OR a.path = :prefix OR a.path LIKE :prefix || '.%'
 ORDER BY a.path NULLS FIRST, r.category NULLS FIRST, r.trade NULLS FIRST;
 
--- name: upsert_route(area_id, trade, category, department, actor)^
+-- name: upsert_route(area_id, trade, category, department, actor)$
 INSERT INTO case_route (area_id, trade, category, department, updated_by)
 VALUES (:area_id, :trade, :category, :department, :actor)
 ON CONFLICT (coalesce(area_id, 0), coalesce(trade, ''), coalesce(category, ''))
@@ -198,3 +198,16 @@ SELECT case_department(:shop_id, :category);
 
 -- name: get_case_number_for_report(public_id)$
 SELECT c.public_id FROM case_report r JOIN case_file c ON c.id = r.case_id WHERE r.public_id = :public_id;
+
+-- name: route_codes_known(department, trade, category)^
+SELECT EXISTS (SELECT 1 FROM department WHERE code = :department) AS department,
+       :trade::text IS NULL OR EXISTS (SELECT 1 FROM trade WHERE code = :trade) AS trade,
+       :category::text IS NULL OR EXISTS (SELECT 1 FROM case_category WHERE code = :category) AS category;
+
+-- name: list_assignable_staff(area_path)
+-- Inspectors and managers whose area covers this one: who a case here may be assigned to.
+SELECT a.login, a.display_name, a.role, a.department
+FROM account a JOIN area ar ON ar.id = a.area_id
+WHERE a.role IN ('inspector', 'manager') AND a.disabled_at IS NULL
+  AND (:area_path = ar.path OR :area_path LIKE ar.path || '.%')
+ORDER BY a.role, a.login LIMIT 200;
