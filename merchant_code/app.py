@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
@@ -37,6 +39,24 @@ from merchant_code.routes import (
 from merchant_code.scheduler import registered_jobs, start_scheduler
 from merchant_code.secret import signing_key
 from merchant_code.settings import Settings
+
+
+def template_filters(tz: str) -> Callable[[JinjaTemplateEngine], None]:
+    """Pages show times in the regulator's time zone (`{{ when | local('%Y-%m-%d %H:%M') }}`)."""
+    zone = ZoneInfo(tz)
+
+    def local(value: datetime.datetime | datetime.date | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+        if value is None:
+            return ""
+        if isinstance(value, datetime.datetime):
+            value = value.astimezone(zone) if value.tzinfo else value
+        return value.strftime(fmt)
+
+    def install(engine: JinjaTemplateEngine) -> None:
+        engine.engine.filters["local"] = local
+
+    return install
+
 
 # The explicit route list: nothing else imports merchant_code.routes.
 ROUTES: list[ControllerRouterHandler] = [
@@ -183,7 +203,11 @@ def create_app(settings: Settings) -> Litestar:
                 "profile_cache": ProfileCache(settings.scan_cache_entries, settings.base_url),
             }
         ),
-        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
+        template_config=TemplateConfig(
+            directory=TEMPLATES,
+            engine=JinjaTemplateEngine,
+            engine_callback=template_filters(settings.timezone),
+        ),
         debug=False,
     )
     access.check_routes(app)
