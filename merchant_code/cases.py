@@ -57,6 +57,7 @@ class Opened(msgspec.Struct, frozen=True):
     tracking_number: str
     case_id: int
     case_number: str  # the case's own number (the tracking number unless the report joined a case)
+    request_id: str  # the report's public id (Open311's service_request_id): not a proof of anything
     joined: bool
     department: str | None = None
     due: datetime.datetime | None = None
@@ -91,7 +92,7 @@ async def open_case(
             conn, shop_id=shop_id, category=category, days=DUPLICATE_DAYS
         )
         if dup is not None:
-            await db.queries.add_report(
+            request_id = await db.queries.add_report(
                 conn,
                 public_id=number,
                 case_id=dup["id"],
@@ -117,7 +118,11 @@ async def open_case(
             if signal:
                 await db.queries.add_signal(conn, key=signal, case_id=dup["id"])
             return Opened(
-                tracking_number=number, case_id=dup["id"], case_number=dup["public_id"], joined=True
+                tracking_number=number,
+                case_id=dup["id"],
+                case_number=dup["public_id"],
+                request_id=request_id,
+                joined=True,
             )
         row = await db.queries.create_case(
             conn,
@@ -157,6 +162,7 @@ async def open_case(
         tracking_number=number,
         case_id=row["id"],
         case_number=row["public_id"],
+        request_id=row["request_id"],
         joined=False,
         department=row["department"],
         due=row["sla_due_at"],

@@ -576,7 +576,7 @@ async def deliver_channels(
     base_url: str,
     *,
     batch: int = CHANNEL_BATCH,
-    lease_seconds: float = LEASE_SECONDS,
+    lease_seconds: float | None = None,
     max_attempts: int = MAX_ATTEMPTS,
     timeout: float = 10.0,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -584,6 +584,11 @@ async def deliver_channels(
     """Claim channel deliveries whose time has come, POST them, record what happened; returns
     how many were claimed. A request is retried by the outbox (backoff, Retry-After honoured),
     not inside this call; after `max_attempts` the row is dead."""
+    if lease_seconds is None:
+        # longer than the slowest batch can take (every wave of requests timing out on connect and
+        # read), so a live worker's rows are never claimed again under it
+        waves = -(-batch // CHANNEL_CONCURRENCY)
+        lease_seconds = max(LEASE_SECONDS, waves * timeout * 2 + 10)
     claimed = 0
     clients: dict[bool, httpx.AsyncClient] = {}
     gate = asyncio.Semaphore(CHANNEL_CONCURRENCY)

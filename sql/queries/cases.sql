@@ -27,14 +27,18 @@ SELECT :public_id, s.id, :source, :category, case_department(s.id, :category), :
        :via, :actor, a.path, coalesce(:lat::float8, s.lat), coalesce(:lon::float8, s.lon)
 FROM shop s JOIN area a ON a.id = s.area_id
 WHERE s.id = :shop_id
-RETURNING id, public_id, department, sla_due_at;
+RETURNING id, public_id, request_id, department, sla_due_at;
 
--- name: add_report(public_id, case_id, description, reporter_name, reporter_phone, reporter_email, photo_id, via)!
+-- name: add_report(public_id, case_id, description, reporter_name, reporter_phone, reporter_email, photo_id, via)$
 WITH r AS (
     INSERT INTO case_report (public_id, case_id, description, reporter_name, reporter_phone, reporter_email, photo_id, via)
     VALUES (:public_id, :case_id, :description, :reporter_name, :reporter_phone, :reporter_email, :photo_id, :via)
+    RETURNING request_id
+),
+counted AS (
+    UPDATE case_file SET reported_count = reported_count + 1, updated_at = now() WHERE id = :case_id
 )
-UPDATE case_file SET reported_count = reported_count + 1, updated_at = now() WHERE id = :case_id;
+SELECT request_id FROM r;
 
 -- name: add_event(case_id, actor, kind, from_status, to_status, note, photo_id, public)!
 INSERT INTO case_event (case_id, actor_account_id, kind, from_status, to_status, note, photo_id, public)

@@ -111,6 +111,8 @@ UPDATE delivery d SET attempts = d.attempts + 1, next_attempt_at = now() + make_
 FROM policy p, shop s, delivery_channel c
 WHERE d.id IN (SELECT id FROM delivery
                WHERE channel <> 'inbox' AND status IN ('pending', 'failed') AND next_attempt_at <= now()
+                 -- a disabled (or removed) channel's rows wait, and never hold up the others
+                 AND channel IN (SELECT name FROM delivery_channel WHERE enabled)
                ORDER BY next_attempt_at LIMIT :batch FOR UPDATE SKIP LOCKED)
   AND p.id = d.policy_id AND s.id = d.shop_id AND c.name = d.channel
 RETURNING d.id, d.attempts, d.channel, d.occurrence, d.detail, c.url, c.secret, c.allow_private,
