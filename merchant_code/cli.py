@@ -34,6 +34,16 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, help="port to listen on (MERCHANT_CODE_PORT)")
         p.add_argument("--workers", type=int, help="worker processes (MERCHANT_CODE_WORKERS)")
     sub.add_parser("migrate", help="apply pending migrations and exit")
+    backup = sub.add_parser(
+        "backup", help="pg_dump of one snapshot (consistent while writes go on) and a manifest"
+    )
+    backup.add_argument(
+        "--out", metavar="FILE", required=True, help="file to write (custom format); FILE.manifest.json too"
+    )
+    backup.add_argument("--no-checksums", action="store_true", help="row counts only (checksums read it all)")
+    restore = sub.add_parser("restore", help="restore a backup into an empty database, verify it")
+    restore.add_argument("--from", dest="source", metavar="FILE", required=True, help="the backup")
+    restore.add_argument("--into", metavar="URL", help="the empty target database (default: the configured)")
     seed = sub.add_parser("seed", help="generate a synthetic district into the database")
     seed.add_argument("--shops", type=int, default=2000, help="number of shops (default 2000)")
     seed.add_argument("--seed", type=int, default=2026, help="random seed (default 2026)")
@@ -84,6 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     ch_add.add_argument("--allow-private", action="store_true", help="allow a loopback or private address")
     ch_add.add_argument("--disable", action="store_true", help="keep the channel but send nothing to it")
     channels_sub.add_parser("list", help="the channels and what waits or failed in each")
+
+    open311 = sub.add_parser("open311", help="Open311 GeoReport v2: API keys of the apps filing complaints")
+    open311_sub = open311.add_subparsers(dest="what", required=True)
+    o311_key = open311_sub.add_parser("key", help="create, disable or list API keys")
+    o311_key_sub = o311_key.add_subparsers(dest="action", required=True)
+    o311_create = o311_key_sub.add_parser("create", help="a new key: printed once, only its hash is kept")
+    o311_create.add_argument("name")
+    o311_disable = o311_key_sub.add_parser("disable", help="disable a key: its app can file no more requests")
+    o311_disable.add_argument("name")
+    o311_key_sub.add_parser("list", help="the keys, enabled and disabled")
 
     prof = sub.add_parser("profiles", help="shop profiles")
     prof.add_argument("action", choices=["rebuild"], help="rebuild: every shop's profile, now")
@@ -141,14 +161,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             "seed": lambda settings, url: commands.seed(settings, url, args.shops, args.seed),
             "account": lambda _, url: commands.account(url, args),
             "audit": lambda _, url: commands.audit_verify(url),
+            "backup": lambda _, url: commands.backup(url, args),
+            "restore": lambda _, url: commands.restore(url, args),
             "profiles": commands.rebuild_profiles,
             "feeds": lambda settings, url: commands.feeds(settings, url, args),
             "channels": lambda _, url: commands.channels(url, args),
+            "open311": lambda _, url: commands.open311(url, args),
             "shop": lambda _, url: commands.claim_code(url, args.code),
             "qr": lambda settings, url: commands.qr(settings, url, args),
         }[args.command]
         if args.command == "qr" and getattr(args, "keyset", None):
             commands.qr_verify_offline(args.payload, args.keyset)
+            return
+        if args.command == "restore" and args.into:  # another server: start no embedded one
+            commands.restore(args.into, args)
             return
         if args.command in {"serve", "demo"}:
             commands.ensure_port_free(settings.host, settings.port)

@@ -231,6 +231,34 @@ def audit_verify(url: str) -> None:
     print(f"audit chain intact: {checked} events")
 
 
+def backup(url: str, args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from merchant_code import backup as backups
+
+    done = asyncio.run(backups.backup(url, Path(args.out), checksums=not args.no_checksums))
+    m = done.manifest
+    print(
+        f"wrote {done.path}: {m.dump_bytes / 2**20:.1f} MiB ({m.dump_bytes} bytes) in {done.seconds:.1f} s"
+        f" from {m.database} (PostgreSQL {m.server_version}), one snapshot: consistent while writes go on"
+    )
+    what = "rows and checksums" if not args.no_checksums else "rows (no checksums)"
+    print(f"manifest {done.manifest_path}: {len(m.tables)} tables, {what}:")
+    for t in m.tables:
+        print(f"  {t.table:<32} {t.rows:>10}" + (f"  {t.checksum}" if t.checksum else ""))
+
+
+def restore(url: str, args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from merchant_code import backup as backups
+
+    done = asyncio.run(backups.restore(url, Path(args.source)))
+    what = "row counts and checksums" if done.checksums else "row counts"
+    print(f"restored {args.source} into {db.redact(url)} in {done.seconds:.1f} s")
+    print(f"verified {done.tables} tables ({done.rows} rows; {what} match the manifest)")
+
+
 def claim_code(url: str, code: str) -> None:
     new = asyncio.run(_with_conn(url, lambda conn: accounts.issue_claim_code(conn, code)))
     print(f"claim code for shop {code.upper()}: {new}  (one use; any earlier code no longer works)")
@@ -328,6 +356,40 @@ async def _channels(url: str, args: argparse.Namespace) -> None:
                 f"{r['name']:<16} {state:<8} {r['url']}  delivered {r['delivered']}, waiting {r['waiting']},"
                 f" dead {r['dead']}{'  last error: ' + r['last_error'] if r['last_error'] else ''}"
             )
+    finally:
+        await conn.close()
+
+
+def open311(url: str, args: argparse.Namespace) -> None:
+    asyncio.run(_open311(url, args))
+
+
+async def _open311(url: str, args: argparse.Namespace) -> None:
+    from merchant_code.routes.open311 import hash_key, new_key
+
+    await _migrate(url)
+    conn = await db.connect(url)
+    try:
+        if args.action == "create":
+            if not re.match(r"^[a-z0-9][a-z0-9_.-]{0,63}$", args.name):
+                raise DomainError("an Open311 key's name is 1-64 lower-case letters, digits, ., - or _")
+            key = new_key()
+            if await db.queries.create_open311_key(conn, name=args.name, key_hash=hash_key(key)) is None:
+                raise DomainError(f"an Open311 key named {args.name} exists: disable it, create another name")
+            print(f"open311 key {args.name}: {key}")
+            print("shown once (only its hash is kept): the app sends it as api_key")
+            return
+        if args.action == "disable":
+            if not await db.queries.disable_open311_key(conn, name=args.name):
+                raise DomainError(f"no enabled Open311 key is named {args.name}")
+            print(f"open311 key {args.name} disabled")
+            return
+        rows = [r async for r in db.queries.list_open311_keys(conn)]
+        if not rows:
+            print("no Open311 keys (merchant-code open311 key create NAME)")
+        for r in rows:
+            state = "enabled" if r["disabled_at"] is None else f"disabled {r['disabled_at']:%Y-%m-%d}"
+            print(f"{r['name']:<24} created {r['created_at']:%Y-%m-%d}  {state}")
     finally:
         await conn.close()
 

@@ -278,6 +278,22 @@ MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
         send("POST", "/merchant/cases/{c}/replies", form={}),
         _expect(303, 303, 404, 403, 403, 403, 403),
     ),
+    # Open311 GeoReport v2: public; filing needs an API key (an empty form has none: 403)
+    ("GET", "/open311/v2/discovery.json"): (get("/open311/v2/discovery.json"), _all(200)),
+    ("GET", "/open311/v2/services.json"): (get("/open311/v2/services.json"), _all(200)),
+    ("GET", "/open311/v2/services/{service_file:str}"): (get("/open311/v2/services/hygiene.json"), _all(200)),
+    ("GET", "/open311/v2/requests.json"): (get("/open311/v2/requests.json"), _all(200)),
+    ("POST", "/open311/v2/requests.json"): (send("POST", "/open311/v2/requests.json", form={}), _all(403)),
+    ("GET", "/open311/v2/requests/{request_file:str}"): (
+        get("/open311/v2/requests/SR-WORLD-00001.json"),
+        _all(200),
+    ),
+    ("GET", "/open311/v2/{document:str}"): (get("/open311/v2/requests.xml"), _all(400)),
+    ("POST", "/open311/v2/{document:str}"): (send("POST", "/open311/v2/requests.xml", form={}), _all(400)),
+    # the supervision dashboard
+    ("GET", "/api/v1/dashboard"): (get("/api/v1/dashboard"), MANAGERS),
+    ("GET", "/api/v1/dashboard.csv"): (get("/api/v1/dashboard.csv"), MANAGERS),
+    ("GET", "/dashboard"): (get("/dashboard"), _expect(303, 403, 403, 403, 403, 200, 200)),
 }
 # Litestar's OpenAPI routes: public, and checked through the document itself
 SCHEMA = (get("/schema/openapi.json"), _all(200))

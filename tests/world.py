@@ -112,7 +112,8 @@ async def build(conn: asyncpg.Connection, client: AsyncTestClient[Any]) -> World
     )
     await conn.execute(
         "INSERT INTO case_file (public_id, request_id, shop_id, source, category, description, area_path,"
-        " department, sla_due_at) VALUES ('TS-WORLD-00001', 'SR-WORLD-00001', $1, 'complaint', 'hygiene', '门口垃圾堆放',"
+        " department, sla_due_at) VALUES ('TS-WORLD-00001', 'SR-WORLD-00001', $1, 'complaint', 'hygiene',"
+        " '门口垃圾堆放',"
         " '310199.310199001', 'food_safety', now() + interval '3 days')",
         shop_a,
     )

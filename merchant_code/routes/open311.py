@@ -1,0 +1,624 @@
+"""Open311 GeoReport v2 (http://wiki.open311.org/GeoReport_v2), JSON only: the public complaint
+categories as services, and complaints as service requests, for apps that speak the standard.
+
+- Reading is public. Filing (`POST requests.json`) needs an `api_key` the regulator issued
+  (`merchant-code open311 key create NAME`; only its sha256 is kept), and each key may file at
+  most `PER_HOUR` requests an hour.
+- A request is located by `address_id` (the shop's code on its sticker) or by `lat` and `long`:
+  the nearest shop that is not closed within `NEAR_METRES`. It opens a complaint case, or joins
+  the open case about the same shop and category (the answer's `service_notice` says so); a new
+  request is answered 201 (the spec's examples show 200).
+- A service request is a complaint case (source `complaint`) or a report that joined one; its
+  `service_request_id` is the tracking number the reporter got, its status the case's
+  (open, assigned, in_progress: `open`; resolved, closed: `closed`).
+- What is published: the category, the department (never a person), the dates, the shop's public
+  name, address and coordinates, and the latest note staff made public. Never the reporter's
+  contact, nor the reporter's own text (it may name people or carry a phone number, and Open311
+  publishes `description` to everyone): `description` says which kind of complaint it is.
+  `media_url` is neither fetched nor kept.
+- Errors are Open311's `[{"code": STATUS, "description": "..."}]` with that HTTP status, Litestar's
+  own errors included (400 for a bad or missing parameter, naming it; 403 for a bad key; 404).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import math
+import re
+import secrets
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import msgspec
+from litestar import Request, Response, get, post, route
+from litestar.background_tasks import BackgroundTask
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.params import FromPath, FromQuery
+from litestar.types import ExceptionHandlersMap
+
+from merchant_code import access, audit, auth, cases, db
+from merchant_code.codes import parse_shop_code
+from merchant_code.errors import DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
+from merchant_code.routes.auth import english
+from merchant_code.routes.records import rebuild_soon
+
+log = logging.getLogger("merchant_code")
+
+PREFIX = "/open311/v2"
+SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
+CHANGESET = "2026-11-27T00:00:00+08:00"  # when this document (the offer below) last changed
+PER_HOUR = 600  # requests one API key may file an hour
+NEAR_METRES = 50.0
+WINDOW = datetime.timedelta(days=90)  # the spec's longest start_date..end_date span, and the default
+MAX_RESULTS = 1000
+DESCRIPTION_MAX = 2000
+NAME_MAX = 40
+PHONE = re.compile(r"^[0-9+() -]{5,30}$")
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}$")
+PUBLIC = {"access": "public"}
+CLOSED_STATES = ("resolved", "closed")
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_key() -> str:
+    """256 random bits, URL-safe: shown once to whoever creates it."""
+    return secrets.token_urlsafe(32)
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+class Open311Error(msgspec.Struct, frozen=True):
+    code: int
+    description: str
+
+
+def error_response(status: int, description: str) -> Response[list[Open311Error]]:
+    return Response(
+        [Open311Error(code=status, description=description)],
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[list[Open311Error]]:
+    if isinstance(exc, InvalidInput):  # every bad parameter is a 400 here, naming the parameter
+        response = error_response(400, f"{exc.field}: {exc.detail}")
+    else:
+        response = error_response(exc.status, exc.detail)
+    if "retry_after" in exc.extra:
+        response.headers["Retry-After"] = str(exc.extra["retry_after"])
+    return response
+
+
+def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[list[Open311Error]]:
+    parts = [
+        f"{item.get('key') or 'body'}: {item.get('message')}"
+        for item in (exc.extra if isinstance(exc.extra, list) else [])
+        if isinstance(item, dict)
+    ]
+    return error_response(400, "; ".join(parts) or str(exc.detail))
+
+
+def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[list[Open311Error]]:
+    if exc.status_code >= 500:
+        return _unexpected(request, exc)
+    response = error_response(exc.status_code, str(exc.detail))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[list[Open311Error]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "something went wrong on our side; it has been logged")
+
+
+# every class the app maps (errors.problem_handlers, access.login_redirect) is mapped again here,
+# so that the nearest handler of any error on these routes is an Open311 one
+ERRORS: ExceptionHandlersMap = {
+    DomainError: _domain,
+    Unauthorized: _domain,
+    ValidationException: _validation,
+    HTTPException: _http,
+    Exception: _unexpected,
+}
+
+
+def _format(file: str) -> str:
+    """`NAME.json` -> NAME; anything else is a 400 (the only format offered is JSON)."""
+    stem, dot, ext = file.rpartition(".")
+    if not dot or not stem:
+        raise InvalidInput("format", "end the path in .json (the only format offered)")
+    if ext.lower() == "xml":
+        raise InvalidInput("format", "XML is not offered: ask for .json")
+    if ext.lower() != "json":
+        raise InvalidInput("format", f"{ext!r} is not offered: ask for .json")
+    return stem
+
+
+# ---------------------------------------------------------------------------------- documents
+
+
+class Endpoint(msgspec.Struct, frozen=True):
+    specification: str
+    url: str
+    changeset: str
+    type: str
+    formats: list[str]
+
+
+class Discovery(msgspec.Struct, frozen=True):
+    changeset: str
+    contact: str
+    key_service: str
+    endpoints: list[Endpoint]
+
+
+class Service(msgspec.Struct, frozen=True):
+    service_code: str
+    service_name: str
+    description: str
+    metadata: bool
+    type: str
+    keywords: str
+    group: str
+
+
+class ServiceAttribute(msgspec.Struct, frozen=True):
+    code: str
+    datatype: str
+    required: bool
+    description: str
+    order: int
+
+
+class ServiceDefinition(msgspec.Struct, frozen=True):
+    service_code: str
+    attributes: list[ServiceAttribute]
+
+
+class Submitted(msgspec.Struct, frozen=True):
+    service_request_id: str
+    service_notice: str
+    account_id: str | None = None
+
+
+class ServiceRequest(msgspec.Struct, frozen=True):
+    """One request as everyone may see it (Open311 publishes all of it)."""
+
+    service_request_id: str
+    status: str
+    status_notes: str | None
+    service_name: str | None
+    service_code: str
+    description: str
+    agency_responsible: str | None
+    service_notice: str | None
+    requested_datetime: str
+    updated_datetime: str
+    expected_datetime: str | None
+    address: str | None
+    address_id: str | None
+    zipcode: str | None
+    lat: float | None
+    long: float | None
+    media_url: str | None
+
+
+def _tz(state: State) -> ZoneInfo:
+    return ZoneInfo(state.settings.timezone)
+
+
+def _when(value: datetime.datetime | None, tz: ZoneInfo) -> str | None:
+    """W3C / ISO 8601 with the regulator's offset, to the second (as the spec's examples)."""
+    return None if value is None else value.astimezone(tz).replace(microsecond=0).isoformat()
+
+
+def _joined_notice(en: bool) -> str:
+    if en:
+        return "this report joined an open request about the same problem at this shop and is handled with it"
+    return "此反映已并入同一商户同一问题的在办请求，一并处理"
+
+
+def _item(row: asyncpg.Record, en: bool, tz: ZoneInfo) -> ServiceRequest:
+    kind = (row["category_name_en"] if en else row["category_name"]) or row["category"]
+    shop = (row["shop_name_en"] or row["shop_name"]) if en else row["shop_name"]
+    requested = _when(row["requested_at"], tz)
+    updated = _when(row["updated_at"], tz)
+    assert requested is not None and updated is not None
+    return ServiceRequest(
+        service_request_id=row["service_request_id"],
+        status="closed" if row["status"] in CLOSED_STATES else "open",
+        status_notes=row["status_notes"],
+        service_name=kind,
+        service_code=row["category"],
+        # the reporter's own words stay with staff: they may carry names or phone numbers
+        description=f"{kind} complaint (the reporter's text is not published)"
+        if en
+        else f"{kind}投诉（投诉原文不公开）",
+        agency_responsible=row["department_name_en"] if en else row["department_name"],
+        service_notice=_joined_notice(en) if row["joined"] else None,
+        requested_datetime=requested,
+        updated_datetime=updated,
+        expected_datetime=_when(row["sla_due_at"], tz),
+        address=None if row["shop_name"] is None else f"{shop}, {row['shop_address']}",
+        address_id=row["shop_code"],
+        zipcode=None,
+        lat=row["lat"],
+        long=row["lon"],
+        media_url=None,
+    )
+
+
+# ------------------------------------------------------------------------------------ services
+
+
+@get(f"{PREFIX}/discovery.json", opt=PUBLIC, tags=["open311"], exception_handlers=ERRORS)
+async def discovery(state: State) -> Discovery:
+    """Open311 service discovery: where the GeoReport v2 endpoint is and what it speaks."""
+    base: str = state.settings.base_url
+    how = "API keys are issued by the market regulator's administrators"
+    return Discovery(
+        changeset=CHANGESET,
+        contact=f"{base} ({how})",
+        key_service=f"{how} (merchant-code open311 key create NAME)",
+        endpoints=[
+            Endpoint(
+                specification=SPECIFICATION,
+                url=f"{base}{PREFIX}",
+                changeset=CHANGESET,
+                type="production",
+                formats=["application/json"],
+            )
+        ],
+    )
+
+
+@get(f"{PREFIX}/services.json", opt=PUBLIC, tags=["open311"], exception_handlers=ERRORS)
+async def services(
+    request: Request[Any, Any, Any],
+    conn: NamedDependency[asyncpg.Connection],
+    lang: FromQuery[str | None] = None,
+    jurisdiction_id: FromQuery[str | None] = None,
+) -> list[Service]:
+    """The complaint categories citizens may use, as Open311 services (names in Chinese; `lang=en`
+    or `Accept-Language: en` for English). `jurisdiction_id` is ignored: there is one."""
+    en = english(request, lang)
+    return [
+        Service(
+            service_code=r["code"],
+            service_name=r["name_en"] if en else r["name"],
+            description=f"Complaint about a shop: {r['name_en'].lower()}" if en else f"投诉商户：{r['name']}",
+            metadata=False,
+            type="realtime",
+            keywords=",".join((r["code"], r["name"], r["name_en"])),
+            group="Complaints" if en else "投诉",
+        )
+        async for r in db.queries.list_categories(conn, public_only=True)
+    ]
+
+
+@get(f"{PREFIX}/services/{{service_file:str}}", opt=PUBLIC, tags=["open311"], exception_handlers=ERRORS)
+async def service_definition(
+    conn: NamedDependency[asyncpg.Connection],
+    service_file: FromPath[str],
+    jurisdiction_id: FromQuery[str | None] = None,
+) -> ServiceDefinition:
+    """`services/{service_code}.json`: no service has extra attributes (`metadata` is false for
+    all), so the definition is the empty list; an unknown code is a 404."""
+    code = _format(service_file)
+    row = await db.queries.get_category(conn, code=code)
+    if row is None or not row["public"]:
+        raise NotFound(f"no service has the code {code!r}")
+    return ServiceDefinition(service_code=row["code"], attributes=[])
+
+
+# ------------------------------------------------------------------------------------ requests
+
+
+async def _fields(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The POST's arguments, form-encoded as the spec says (or JSON), as trimmed strings; an empty
+    value is an absent one."""
+    fields: dict[str, str] = {}
+    if "json" in request.headers.get("content-type", ""):
+        try:
+            raw = msgspec.json.decode(await request.body())
+        except msgspec.DecodeError:
+            raise InvalidInput("body", "the body is not JSON") from None
+        if not isinstance(raw, dict):
+            raise InvalidInput("body", "send a JSON object")
+        for key, value in raw.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise InvalidInput(str(key), "give a string or a number")
+            fields[str(key)] = str(value).strip()
+    else:
+        form = await request.form()
+        for key in form:
+            texts = [v for v in form.getall(key) if isinstance(v, str)]
+            if texts:
+                fields[key] = texts[0].strip()
+    return {k: v for k, v in fields.items() if v}
+
+
+async def _api_client(conn: asyncpg.Connection, fields: dict[str, str]) -> asyncpg.Record:
+    key = fields.get("api_key")
+    if key is None:
+        raise Forbidden("api_key is required to file a request: the regulator issues them")
+    row: asyncpg.Record | None = await db.queries.get_open311_key(conn, key_hash=hash_key(key))
+    if row is None:
+        raise Forbidden("this api_key is not valid, or it has been disabled")
+    return row
+
+
+def _coordinate(raw: str, field: str, bound: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(field, "give a decimal number of degrees (WGS 84)") from None
+    if not math.isfinite(value) or not -bound <= value <= bound:
+        raise InvalidInput(field, f"must lie between -{bound:g} and {bound:g}")
+    return value
+
+
+class Located(msgspec.Struct, frozen=True):
+    shop_id: int
+    shop_code: str
+    lat: float | None = None
+    lon: float | None = None
+
+
+async def _locate(conn: asyncpg.Connection, fields: dict[str, str]) -> Located:
+    """`address_id` (the shop's code) wins; else the nearest open shop within NEAR_METRES."""
+    if "address_id" in fields:
+        code = parse_shop_code(fields["address_id"], field="address_id")
+        row = await db.queries.get_shop_for_write(conn, code=code)
+        if row is None:
+            raise InvalidInput("address_id", "no shop has this code")
+        return Located(shop_id=row["id"], shop_code=row["code"])
+    if "lat" not in fields and "long" not in fields:
+        if "address_string" in fields:
+            raise InvalidInput(
+                "address_id", "address_string is not looked up here: give address_id (the shop's code)"
+            )
+        raise InvalidInput(
+            "address_id", "a location is required: give address_id (the shop's code), or lat and long"
+        )
+    if "lat" not in fields or "long" not in fields:
+        missing = "lat" if "lat" not in fields else "long"
+        raise InvalidInput(missing, "give lat and long together")
+    lat = _coordinate(fields["lat"], "lat", 90)
+    lon = _coordinate(fields["long"], "long", 180)
+    near = await db.queries.find_open311_shop_near(conn, lat=lat, lon=lon, metres=NEAR_METRES)
+    if near is None:
+        raise InvalidInput(
+            "lat", f"no shop at this location (none within {NEAR_METRES:g} metres): give address_id"
+        )
+    return Located(shop_id=near["id"], shop_code=near["code"], lat=lat, lon=lon)
+
+
+def _reporter(fields: dict[str, str]) -> cases.Reporter:
+    names = []
+    for field in ("first_name", "last_name"):
+        if field in fields:
+            if len(fields[field]) > NAME_MAX:
+                raise InvalidInput(field, f"at most {NAME_MAX} characters")
+            names.append(fields[field])
+    phone, email = fields.get("phone"), fields.get("email")
+    if phone is not None and not PHONE.match(phone):
+        raise InvalidInput("phone", "5 to 30 digits, spaces, +, - or brackets")
+    if email is not None and not EMAIL.match(email):
+        raise InvalidInput("email", "not an email address")
+    return cases.Reporter(name=" ".join(names) or None, phone=phone, email=email)
+
+
+@post(
+    f"{PREFIX}/requests.json",
+    opt=PUBLIC,
+    tags=["open311"],
+    status_code=201,
+    exception_handlers=ERRORS,
+)
+async def create_request(
+    request: Request[Any, Any, Any],
+    state: State,
+    conn: NamedDependency[asyncpg.Connection],
+    lang: FromQuery[str | None] = None,
+) -> Response[list[Submitted]]:
+    """File a complaint (form-encoded per the spec, or JSON): `api_key`, `service_code`,
+    `description` (up to 2000 characters), a location (`address_id`: the shop's code; or `lat` and
+    `long`: the nearest shop within 50 metres), and optionally `first_name`, `last_name`, `phone`,
+    `email` (seen by staff only). `media_url`, `device_id`, `account_id` and `attribute[...]` are
+    not kept. 201 with the tracking number as `service_request_id`; 403 for a bad key, 429 past
+    600 requests an hour from one key."""
+    fields = await _fields(request)
+    client = await _api_client(conn, fields)
+    async with db.acquire(state.pool) as side:  # counted even if the request fails later
+        try:
+            await auth.begin_attempt(side, [(f"open311:{client['id']}", 1)], PER_HOUR, 60)
+        except auth.TooManyAttempts as exc:
+            raise auth.TooManyAttempts(
+                f"this api_key has filed {PER_HOUR} requests in the last hour: try again later",
+                retry_after=exc.extra.get("retry_after", 3600),
+            ) from None
+    code = fields.get("service_code")
+    if code is None:
+        raise InvalidInput("service_code", "required: one of the codes services.json lists")
+    category = await db.queries.get_category(conn, code=code)
+    if category is None or not category["public"]:
+        raise InvalidInput("service_code", f"no service has the code {code!r}: see services.json")
+    description = fields.get("description")
+    if description is None:
+        raise InvalidInput("description", "required: say what is wrong")
+    if len(description) > DESCRIPTION_MAX:
+        raise InvalidInput("description", f"at most {DESCRIPTION_MAX} characters")
+    where = await _locate(conn, fields)
+    reporter = _reporter(fields)
+    async with conn.transaction():
+        opened = await cases.open_case(
+            conn,
+            shop_id=where.shop_id,
+            source="complaint",
+            category=category["code"],
+            description=description,
+            reporter=reporter,
+            via="open311",
+            lat=where.lat,
+            lon=where.lon,
+        )
+        # like a complaint from the page: the trail says one came and through which app, not from whom
+        await audit.append(
+            conn,
+            actor=None,
+            action="complaint.file",
+            object_type="case",
+            object_id=opened.tracking_number,
+            request_id=access.request_id_of(request),
+            detail={
+                "shop": where.shop_code,
+                "category": category["code"],
+                "contact": reporter.phone is not None or reporter.email is not None,
+                "joined": opened.joined,
+                "via": "open311",
+                "open311_key": client["name"],
+            },
+        )
+    en = english(request, lang)
+    track = f"{state.settings.base_url}/track/{opened.tracking_number}"
+    if en:
+        notice = f"{_joined_notice(en)}; " if opened.joined else "received; "
+        notice += f"follow it at {track}"
+        if "media_url" in fields:
+            notice += " (media_url is not kept)"
+    else:
+        notice = f"{_joined_notice(en)}；" if opened.joined else "已受理；"
+        notice += f"可在 {track} 查看进度"
+        if "media_url" in fields:
+            notice += "（不保存 media_url）"
+    # the request's public id; the tracking number (the reporter's proof) is only in the notice
+    answer = [Submitted(service_request_id=opened.request_id, service_notice=notice)]
+    return Response(answer, status_code=201, background=BackgroundTask(rebuild_soon, state))
+
+
+def _list(raw: str | None) -> list[str]:
+    return [part.strip() for part in (raw or "").split(",") if part.strip()]
+
+
+def _instant(raw: str, field: str, tz: ZoneInfo) -> datetime.datetime:
+    text = raw.strip()
+    # an unencoded + in a query string arrives as a space: 2026-01-01T08:00:00 08:00
+    text = re.sub(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$", r"\1+\2", text)
+    try:
+        value = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(field, "give an ISO 8601 date and time, e.g. 2026-01-31T08:00:00+08:00") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=tz)
+
+
+def _window(
+    start_date: str | None, end_date: str | None, tz: ZoneInfo
+) -> tuple[datetime.datetime, datetime.datetime]:
+    start = None if start_date is None else _instant(start_date, "start_date", tz)
+    end = None if end_date is None else _instant(end_date, "end_date", tz)
+    if start is None and end is None:
+        end = datetime.datetime.now(datetime.UTC)
+    if start is None:
+        assert end is not None
+        start = end - WINDOW
+    if end is None:
+        end = start + WINDOW
+    if end < start:
+        raise InvalidInput("end_date", "comes before start_date")
+    if end - start > WINDOW:
+        raise InvalidInput("end_date", f"start_date to end_date may span at most {WINDOW.days} days")
+    return start, end
+
+
+@get(f"{PREFIX}/requests.json", opt=PUBLIC, tags=["open311"], exception_handlers=ERRORS)
+async def list_requests(
+    request: Request[Any, Any, Any],
+    state: State,
+    conn: NamedDependency[asyncpg.Connection],
+    service_request_id: FromQuery[str | None] = None,
+    service_code: FromQuery[str | None] = None,
+    start_date: FromQuery[str | None] = None,
+    end_date: FromQuery[str | None] = None,
+    status: FromQuery[str | None] = None,
+    lang: FromQuery[str | None] = None,
+    jurisdiction_id: FromQuery[str | None] = None,
+) -> list[ServiceRequest]:
+    """Service requests, newest first, at most 1000. `service_request_id` (comma-separated) picks
+    requests by id and overrides every other filter; otherwise those requested between
+    `start_date` and `end_date` (ISO 8601; the last 90 days by default, at most 90 days),
+    narrowed by `service_code` and `status` (open, closed; both comma-separated lists)."""
+    en, tz = english(request, lang), _tz(state)
+    ids = [i.upper() for i in _list(service_request_id)]
+    if ids:
+        if len(ids) > MAX_RESULTS or any(len(i) > 64 for i in ids):
+            raise InvalidInput("service_request_id", f"at most {MAX_RESULTS} ids of at most 64 characters")
+        rows = db.queries.list_open311_requests_by_id(conn, ids=ids)
+        return [_item(r, en, tz) async for r in rows]
+    statuses = set(_list(status))
+    if statuses - {"open", "closed"}:
+        raise InvalidInput("status", "open or closed (or both, comma-separated)")
+    states: list[str] | None = None
+    if statuses == {"open"}:
+        states = list(cases.OPEN_STATES)
+    elif statuses == {"closed"}:
+        states = list(CLOSED_STATES)
+    start, end = _window(start_date, end_date, tz)
+    rows = db.queries.list_open311_requests(
+        conn,
+        codes=_list(service_code) or None,
+        states=states,
+        start=start,
+        end=end,
+        days=cases.DUPLICATE_DAYS,
+        limit=MAX_RESULTS,
+    )
+    return [_item(r, en, tz) async for r in rows]
+
+
+@get(f"{PREFIX}/requests/{{request_file:str}}", opt=PUBLIC, tags=["open311"], exception_handlers=ERRORS)
+async def get_request(
+    request: Request[Any, Any, Any],
+    state: State,
+    conn: NamedDependency[asyncpg.Connection],
+    request_file: FromPath[str],
+    lang: FromQuery[str | None] = None,
+    jurisdiction_id: FromQuery[str | None] = None,
+) -> list[ServiceRequest]:
+    """`requests/{service_request_id}.json`: one request, as a one-element list (404 if none)."""
+    number = _format(request_file).strip().upper()
+    rows = db.queries.list_open311_requests_by_id(conn, ids=[number])
+    found = [_item(r, english(request, lang), _tz(state)) async for r in rows]
+    if not found:
+        raise NotFound("no service request has this id")
+    return found
+
+
+@route(
+    f"{PREFIX}/{{document:str}}",
+    http_method=["GET", "POST"],
+    opt=PUBLIC,
+    tags=["open311"],
+    include_in_schema=False,
+    exception_handlers=ERRORS,
+)
+async def other_document(document: FromPath[str]) -> Response[list[Open311Error]]:
+    """Anything else under the prefix: the XML variants are a clear 400, the rest 404, both in
+    Open311's error format."""
+    stem, _, ext = document.rpartition(".")
+    if stem in ("discovery", "services", "requests") and ext.lower() == "xml":
+        raise InvalidInput("format", "XML is not offered: ask for .json")
+    raise NotFound(f"{PREFIX}/{document} is not a GeoReport v2 document: see {PREFIX}/discovery.json")
