@@ -203,7 +203,8 @@ def verify(payload_text: str | bytes, keyset: KeySet) -> Verified:
 def parse_keyset(data: bytes) -> KeySet:
     try:
         doc = msgspec.json.decode(data, type=KeySetDocument)
-    except msgspec.DecodeError as exc:
+    # msgspec raises UnicodeDecodeError for invalid UTF-8 in a string and RecursionError for deep nesting
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInput("keyset", f"not a merchant-code key set: {exc}") from None
     return KeySet.from_document(doc)
 

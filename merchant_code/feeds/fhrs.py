@@ -92,7 +92,7 @@ async def fetch(client: httpx.AsyncClient, config: Config, cursor: str | None) -
     body = response.content
     try:
         meta = msgspec.json.decode(body, type=_Envelope).meta
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         meta = None  # parse will say what is wrong with the body
     total = meta.total_pages if meta is not None else None
     last = total is None or number >= total
@@ -107,7 +107,7 @@ async def fetch(client: httpx.AsyncClient, config: Config, cursor: str | None) -
 def parse(page: Page, config: Config) -> Parsed:
     try:
         listing = msgspec.json.decode(page.body, type=_Listing)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise FeedError(f"not an establishments list: {exc}") from exc
     records: list[Record] = []
     rejects: list[Reject] = []
@@ -116,7 +116,7 @@ def parse(page: Page, config: Config) -> Parsed:
         raw = bytes(item)
         try:
             establishment = msgspec.json.decode(raw, type=_Establishment)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             reason = f"unusable establishment: {_short(str(exc))}"
             rejects.append(Reject(raw, reason, _fhrsid_of(raw)))
             continue
@@ -178,7 +178,7 @@ def _fhrsid_of(raw: bytes) -> str | None:
     """The FHRSID of an establishment that is unusable otherwise, to name its reject."""
     try:
         return _text(msgspec.json.decode(raw, type=_Id).fhrsid)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
 
 

@@ -22,6 +22,7 @@ import datetime
 import functools
 import hashlib
 import io
+import lzma
 import math
 import zipfile
 import zlib
@@ -190,8 +191,8 @@ def _unzip(body: bytes) -> dict[str, bytes]:
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, OverflowError) as exc:
         raise FeedError(f"unreadable zip: {exc}") from exc
     # zipfile raises NotImplementedError for a compression method it does not support, and
-    # RuntimeError for an encrypted member
-    except (NotImplementedError, RuntimeError, KeyError, UnicodeDecodeError) as exc:
+    # RuntimeError for an encrypted member; lzma raises LZMAError for a damaged LZMA member
+    except (NotImplementedError, RuntimeError, KeyError, UnicodeDecodeError, lzma.LZMAError) as exc:
         raise FeedError(f"unreadable zip: {exc!r}") from exc
     return files
 
@@ -219,7 +220,7 @@ def _date(text: str | None, config: Config, column: str = "date") -> datetime.da
             if moment.tzinfo is not None:
                 moment = moment.astimezone(ZoneInfo(config.timezone))
             day = moment.date()
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: the zone change leaves years 1-9999
         return f"invalid {column} {_short(text)}"
     if day <= _PLACEHOLDER_DAY:
         return f"placeholder {column} {day.isoformat()}"

@@ -82,15 +82,18 @@ class _Validators(msgspec.Struct, omit_defaults=True):
     last_modified: str | None = None
 
 
-def _utf8(body: bytes) -> tuple[bytes, str | None]:
-    """The document as UTF-8 when expat cannot read its encoding itself (None: leave it to expat)."""
+def _utf8(body: bytes) -> tuple[bytes, str]:
+    """The document as UTF-8 when expat cannot read its encoding itself, and the encoding to tell
+    expat. expat is always told, so that it never acts on a declaration itself: one it does not
+    know (in UTF-16 without a BOM, where _DECLARED cannot see it) would go to Python's codecs, whose
+    errors (LookupError, UnicodeError, ValueError) are not ExpatError."""
     if body.startswith((b"\xff\xfe", b"\xfe\xff")):
         codec = "utf-16"
     else:
         declared = _DECLARED.match(body.removeprefix(b"\xef\xbb\xbf").lstrip()[:200])
         codec = declared.group(1).decode("ascii").lower() if declared else "utf-8"
         if codec in _NATIVE:
-            return body, None
+            return body, "ISO-8859-1" if codec.startswith(("iso", "latin")) else "UTF-8"
         codec = "gb18030" if codec in {"gb2312", "gbk", "gb18030"} else codec
     try:
         return body.decode(codec).encode("utf-8"), "UTF-8"
