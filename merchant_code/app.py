@@ -33,10 +33,12 @@ from merchant_code.routes import (
     health,
     open311,
     policies,
+    public,
     qr,
     records,
     scan,
     shops,
+    webhooks,
 )
 from merchant_code.scheduler import registered_jobs, start_scheduler
 from merchant_code.secret import signing_key
@@ -121,6 +123,10 @@ ROUTES: list[ControllerRouterHandler] = [
     complaints.complaint_submit,
     complaints.track,
     complaints.track_reopen,
+    public.router,
+    webhooks.api_list_webhooks,
+    webhooks.api_subscribe,
+    webhooks.api_unsubscribe,
     open311.discovery,
     open311.services,
     open311.service_definition,

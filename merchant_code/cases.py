@@ -349,6 +349,8 @@ async def intake(conn: asyncpg.Connection, today: datetime.date) -> int:
     """Open (or join) a case for every new signal: inspections with result rectify or fail,
     licences that expired, reviews and news items with food-safety words, falling reviews.
     Each signal is taken once. Returns how many were taken."""
+    from merchant_code import webhooks
+
     taken = 0
     since = today - datetime.timedelta(days=90)
     async for i in db.queries.list_inspection_signals(conn, since=since, limit=SIGNAL_BATCH):
@@ -368,16 +370,19 @@ async def intake(conn: asyncpg.Connection, today: datetime.date) -> int:
         )
         taken += 1
     async for lic in db.queries.list_expiry_signals(conn, today=today, limit=SIGNAL_BATCH):
-        await open_case(
-            conn,
-            shop_id=lic["shop_id"],
-            source="expiry",
-            category="licence_expired",
-            description=f"{lic['kind']} {lic['number']} expired on {lic['valid_to']}",
-            licence_id=lic["id"],
-            via="system",
-            signal=f"licence:{lic['id']}:{lic['valid_to']}",
-        )
+        async with conn.transaction():  # the case and the subscribers' event, or neither
+            await open_case(
+                conn,
+                shop_id=lic["shop_id"],
+                source="expiry",
+                category="licence_expired",
+                description=f"{lic['kind']} {lic['number']} expired on {lic['valid_to']}",
+                licence_id=lic["id"],
+                via="system",
+                signal=f"licence:{lic['id']}:{lic['valid_to']}",
+            )
+            detail = {"kind": lic["kind"], "number": lic["number"], "valid_to": lic["valid_to"].isoformat()}
+            await webhooks.licence_expired(conn, lic["shop_id"], detail)
         taken += 1
     recent = datetime.datetime.combine(today - datetime.timedelta(days=30), datetime.time(), datetime.UTC)
     async for sig in db.queries.list_feed_signals(

@@ -527,7 +527,12 @@ def idempotency_key(row: asyncpg.Record | dict[str, Any]) -> str:
 
 
 def channel_payload(row: asyncpg.Record | dict[str, Any], base_url: str) -> bytes:
-    """What a gateway needs to send one message: the shop, its owner's phone, the policy."""
+    """What a gateway needs to send one message: the shop, its owner's phone, the policy. A
+    subscription (an outside system) gets the event and the shop's public identity only."""
+    if row.get("channel_kind") == "subscription":
+        from merchant_code import webhooks
+
+        return msgspec.json.encode(webhooks.payload(row, idempotency_key(row)))
     return msgspec.json.encode(
         {
             "delivery": idempotency_key(row),
@@ -765,10 +770,14 @@ async def read_item(
 
 
 async def due_job(state: Any) -> None:
-    """Scheduled (every few seconds in every instance): send what is due, then deliver it."""
+    """Scheduled (every few seconds in every instance): send what is due, fan events out to the
+    webhook subscriptions, then deliver it all."""
+    from merchant_code import webhooks
+
     async with db.acquire(state.pool) as conn:
         await send_due(conn, state.settings.timezone)
         await deliver_inbox(conn)
+        await webhooks.dispatch(conn)
         await deliver_channels(conn, state.settings.base_url)
 
 

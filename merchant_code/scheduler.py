@@ -23,7 +23,7 @@ class Job(msgspec.Struct, frozen=True):
 
 def registered_jobs() -> list[Job]:
     """Every periodic job; the issues that add feeds, pushes and cases add theirs here."""
-    from merchant_code import auth, cases, policies, profiles
+    from merchant_code import auth, cases, exports, policies, profiles
 
     return [
         Job(id="auth-housekeeping", func=auth.housekeeping, seconds=600),
@@ -31,6 +31,7 @@ def registered_jobs() -> list[Job]:
         Job(id="policies-due", func=policies.due_job, seconds=5),
         Job(id="cases-intake", func=cases.intake_job, seconds=30),
         Job(id="policies-reminders", func=policies.reminder_job, seconds=3600, at_start=True),
+        Job(id="exports-run", func=exports.run_job, seconds=10),
     ]
 
 

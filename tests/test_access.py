@@ -294,6 +294,29 @@ MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
     ("GET", "/api/v1/dashboard"): (get("/api/v1/dashboard"), MANAGERS),
     ("GET", "/api/v1/dashboard.csv"): (get("/api/v1/dashboard.csv"), MANAGERS),
     ("GET", "/dashboard"): (get("/dashboard"), _expect(303, 403, 403, 403, 403, 200, 200)),
+    # the public API
+    ("GET", "/api/v1/shops"): (get("/api/v1/shops"), _all(200)),
+    ("GET", "/api/v1/shops/{code:str}"): (get("/api/v1/shops/{a}"), _all(200)),
+    ("GET", "/api/v1/changes"): (get("/api/v1/changes"), _all(200)),
+    ("POST", "/api/v1/exports"): (send("POST", "/api/v1/exports", json_body={}), _all(400)),
+    ("GET", "/api/v1/exports/{export_id:str}"): (
+        get("/api/v1/exports/00000000-0000-0000-0000-000000000000"),
+        _all(404),
+    ),
+    ("GET", "/api/v1/exports/{export_id:str}/download"): (
+        get("/api/v1/exports/00000000-0000-0000-0000-000000000000/download"),
+        _all(404),
+    ),
+    # webhook subscriptions: managers inside their area, admins
+    ("GET", "/api/v1/manage/webhooks"): (get("/api/v1/manage/webhooks"), MANAGERS),
+    ("POST", "/api/v1/manage/webhooks"): (
+        send("POST", "/api/v1/manage/webhooks", json_body={}),
+        MANAGERS_400,
+    ),
+    ("DELETE", "/api/v1/manage/webhooks/{name:str}"): (
+        send("DELETE", "/api/v1/manage/webhooks/nope"),
+        _expect(401, 403, 403, 403, 403, 404, 404),
+    ),
 }
 # Litestar's OpenAPI routes: public, and checked through the document itself
 SCHEMA = (get("/schema/openapi.json"), _all(200))
@@ -359,6 +382,9 @@ def test_an_app_with_a_route_without_a_rule_does_not_start(settings: Any) -> Non
 
 SHOP_DATA_ROUTES = [
     "/s/{a}",
+    "/api/v1/shops/{a}",
+    "/api/v1/shops?q=老王",
+    "/api/v1/changes",
     "/s/{a}?lang=en",
     "/api/v1/merchant/shops",
     "/api/v1/merchant/shops/{a}",

@@ -67,7 +67,7 @@ WITH ins AS (
     INSERT INTO delivery (policy_id, shop_id, occurrence, channel)
     SELECT :policy_id, a.shop_id, :occurrence, c.channel
     FROM policy_audience(:trades::text[], :area_ids::bigint[], :filters::jsonb, :today::date) a
-    CROSS JOIN (SELECT 'inbox' AS channel UNION ALL SELECT name FROM delivery_channel WHERE enabled) c
+    CROSS JOIN (SELECT 'inbox' AS channel UNION ALL SELECT name FROM delivery_channel WHERE enabled AND kind = 'gateway') c
     ON CONFLICT (policy_id, shop_id, occurrence, channel) DO NOTHING
     RETURNING 1
 )
@@ -79,7 +79,7 @@ WITH ins AS (
     INSERT INTO delivery (policy_id, shop_id, occurrence, channel)
     SELECT :policy_id, x.shop_id, :occurrence, c.channel
     FROM (SELECT DISTINCT shop_id FROM delivery WHERE policy_id = :corrected_id AND channel = 'inbox') x
-    CROSS JOIN (SELECT 'inbox' AS channel UNION ALL SELECT name FROM delivery_channel WHERE enabled) c
+    CROSS JOIN (SELECT 'inbox' AS channel UNION ALL SELECT name FROM delivery_channel WHERE enabled AND kind = 'gateway') c
     ON CONFLICT (policy_id, shop_id, occurrence, channel) DO NOTHING
     RETURNING 1
 )
@@ -116,8 +116,8 @@ WHERE d.id IN (SELECT id FROM delivery
                ORDER BY next_attempt_at LIMIT :batch FOR UPDATE SKIP LOCKED)
   AND p.id = d.policy_id AND s.id = d.shop_id AND c.name = d.channel
 RETURNING d.id, d.attempts, d.channel, d.occurrence, d.detail, c.url, c.secret, c.allow_private,
-          p.public_id::text AS policy_id, p.title, p.kind, p.reminder, s.code AS shop_code, s.name AS shop_name,
-          s.owner_phone;
+          c.kind AS channel_kind, p.public_id::text AS policy_id, p.title, p.kind, p.reminder,
+          s.code AS shop_code, s.name AS shop_name, s.owner_phone;
 
 -- name: record_channel_outcomes(ids, attempts, delivered, errors, retry_in, max_attempts)!
 -- The outcomes of one batch; a row re-claimed meanwhile (its attempts moved on) is left to its
@@ -174,7 +174,7 @@ ins AS (
     SELECT DISTINCT ON (due.shop_id, due.on_date, c.channel)
            :policy_id, due.shop_id, due.on_date::timestamptz, c.channel, due.detail
     FROM due
-    CROSS JOIN (SELECT 'inbox' AS channel UNION ALL SELECT name FROM delivery_channel WHERE enabled) c
+    CROSS JOIN (SELECT 'inbox' AS channel UNION ALL SELECT name FROM delivery_channel WHERE enabled AND kind = 'gateway') c
     ON CONFLICT (policy_id, shop_id, occurrence, channel) DO NOTHING
     RETURNING 1
 )
@@ -266,8 +266,61 @@ WITH ins AS (
     INSERT INTO delivery (policy_id, shop_id, occurrence, channel, detail)
     SELECT :policy_id, x.shop_id, x.occurrence, c.channel, x.detail
     FROM unnest(:shop_ids::bigint[], :occurrences::timestamptz[], :details::jsonb[]) AS x(shop_id, occurrence, detail)
-    CROSS JOIN (SELECT 'inbox' AS channel UNION ALL SELECT name FROM delivery_channel WHERE enabled) c
+    CROSS JOIN (SELECT 'inbox' AS channel UNION ALL SELECT name FROM delivery_channel WHERE enabled AND kind = 'gateway') c
     ON CONFLICT (policy_id, shop_id, occurrence, channel) DO NOTHING
     RETURNING 1
 )
 SELECT count(*) FROM ins;
+
+-- name: dispatch_shop_events(batch)^
+-- Fan the oldest events out to every enabled subscription that asked for them (by event, shop,
+-- trade, area and below), as deliveries of the event's policy row; the events are consumed in
+-- the same statement, so each is fanned out once.
+WITH ev AS (
+    DELETE FROM shop_event WHERE id IN (
+        SELECT id FROM shop_event ORDER BY id LIMIT :batch FOR UPDATE SKIP LOCKED)
+    RETURNING id, shop_id, kind, at, detail
+),
+ins AS (
+    INSERT INTO delivery (policy_id, shop_id, occurrence, channel, detail)
+    SELECT p.id, ev.shop_id, ev.at, c.name, ev.detail || jsonb_build_object('event', ev.kind, 'at', ev.at)
+    FROM ev
+    JOIN policy p ON p.reminder = 'event:' || ev.kind
+    JOIN shop s ON s.id = ev.shop_id JOIN area a ON a.id = s.area_id
+    -- a subscription hears of what happens after it was made, not before
+    JOIN delivery_channel c ON c.kind = 'subscription' AND c.enabled AND ev.kind = ANY(c.events)
+        AND c.created_at <= ev.at
+        AND (c.shop_id IS NULL OR c.shop_id = ev.shop_id)
+        AND (c.trade IS NULL OR c.trade = s.trade)
+        AND (c.area_path IS NULL OR a.path = c.area_path OR a.path LIKE c.area_path || '.%')
+    ON CONFLICT (policy_id, shop_id, occurrence, channel) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ev) AS events, (SELECT count(*) FROM ins) AS deliveries;
+
+-- name: create_subscription(name, url, secret, allow_private, events, area_path, trade, shop_id, created_by)!
+INSERT INTO delivery_channel (name, url, secret, allow_private, kind, events, area_path, trade, shop_id, created_by)
+VALUES (:name, :url, :secret, :allow_private, 'subscription', :events, :area_path, :trade, :shop_id, :created_by);
+
+-- name: list_subscriptions(prefix)
+SELECT c.name, c.url, c.events, c.area_path, a.code AS area_code, c.trade, s.code AS shop_code, c.enabled,
+       c.created_at,
+       (SELECT count(*) FROM delivery d WHERE d.channel = c.name AND d.status = 'delivered') AS delivered,
+       (SELECT count(*) FROM delivery d WHERE d.channel = c.name AND d.status IN ('pending', 'failed')) AS waiting,
+       (SELECT count(*) FROM delivery d WHERE d.channel = c.name AND d.status = 'dead') AS dead
+FROM delivery_channel c LEFT JOIN area a ON a.path = c.area_path LEFT JOIN shop s ON s.id = c.shop_id
+WHERE c.kind = 'subscription'
+  AND (:prefix::text IS NULL OR c.area_path = :prefix OR c.area_path LIKE :prefix || '.%')
+ORDER BY c.created_at DESC;
+
+-- name: disable_subscription(name, prefix)$
+WITH hit AS (
+    UPDATE delivery_channel SET enabled = false
+    WHERE name = :name AND kind = 'subscription'
+      AND (:prefix::text IS NULL OR area_path = :prefix OR area_path LIKE :prefix || '.%')
+    RETURNING 1
+)
+SELECT count(*) FROM hit;
+
+-- name: add_shop_event(shop_id, kind, detail)!
+INSERT INTO shop_event (shop_id, kind, detail) VALUES (:shop_id, :kind, :detail);

@@ -256,7 +256,7 @@ written AS (
         citizen_doc = excluded.citizen_doc, merchant_doc = excluded.merchant_doc, full_doc = excluded.full_doc,
         grade = excluded.grade, grade_date = excluded.grade_date, risk_score = excluded.risk_score,
         risk_reasons = excluded.risk_reasons, freshness = excluded.freshness, rebuilt_at = now(),
-        version = p.version + 1
+        version = p.version + 1, change_seq = nextval('profile_change_seq')
     RETURNING 1
 )
 SELECT count(*) FROM written;

@@ -1,0 +1,39 @@
+"""Webhook subscriptions of outside systems, managed by managers (inside their area) and admins."""
+
+from __future__ import annotations
+
+import asyncpg
+from litestar import delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_201_CREATED
+
+from merchant_code import auth, webhooks
+
+
+@get("/api/v1/manage/webhooks", opt={"access": "manager"}, tags=["webhooks"])
+async def api_list_webhooks(
+    conn: NamedDependency[asyncpg.Connection], principal: NamedDependency[auth.Principal]
+) -> list[webhooks.Subscription]:
+    """The subscriptions of the caller's area, with what was delivered, waits and died."""
+    return await webhooks.list_for(conn, principal)
+
+
+@post("/api/v1/manage/webhooks", opt={"access": "manager"}, tags=["webhooks"], status_code=HTTP_201_CREATED)
+async def api_subscribe(
+    conn: NamedDependency[asyncpg.Connection],
+    principal: NamedDependency[auth.Principal],
+    data: JSONBody[webhooks.SubscriptionIn],
+) -> webhooks.Subscribed:
+    """Subscribe an outside system (`url`) to `events` (grade_changed, licence_expired,
+    case_opened, case_closed) about the shops of an area (and below), a trade in it, or one
+    shop. The answer holds the HMAC secret, once."""
+    return await webhooks.subscribe(conn, principal, data)
+
+
+@delete("/api/v1/manage/webhooks/{name:str}", opt={"access": "manager"}, tags=["webhooks"])
+async def api_unsubscribe(
+    conn: NamedDependency[asyncpg.Connection], principal: NamedDependency[auth.Principal], name: FromPath[str]
+) -> None:
+    """Stop a subscription of the caller's area."""
+    await webhooks.unsubscribe(conn, principal, name)
