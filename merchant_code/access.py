@@ -18,9 +18,17 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.response import Redirect
 from litestar.routes import HTTPRoute
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
-from merchant_code import auth
+from merchant_code import auth, flood
 from merchant_code.errors import Forbidden, NotFound, StartupError, Unauthorized, domain_problem
 
 COOKIE = "mc_session"
@@ -111,6 +119,12 @@ class IdentityMiddleware(ASGIMiddleware):
         app_state = scope["litestar_app"].state
         settings = app_state.settings
         state["client_address"] = client_address(scope, settings.trusted_proxy_set)
+        gate = app_state.flood_gate
+        if gate is not None and scope["path"].startswith("/s/"):
+            address = state["client_address"] or ""
+            if not gate.allow(address):
+                await _refuse_flood(send, request_id, gate.retry_after(address))
+                return
         state["cross_site"] = cross_site(scope, settings.public_url)
         token, _ = token_of(scope)
         if token and not state["cross_site"]:
@@ -128,6 +142,21 @@ class IdentityMiddleware(ASGIMiddleware):
             await send(message)
 
         await next_app(scope, receive, send_with_id)
+
+
+async def _refuse_flood(send: Send, request_id: str, retry_after: int) -> None:
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": 429,
+        "headers": [
+            (b"content-type", b"application/problem+json"),
+            (b"retry-after", str(retry_after).encode()),
+            (b"x-request-id", request_id.encode()),
+        ],
+    }
+    body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": flood.TOO_MANY, "more_body": False}
+    await send(start)
+    await send(body)
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Principal | None:

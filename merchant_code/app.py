@@ -22,6 +22,7 @@ from litestar.types import ControllerRouterHandler
 from merchant_code import __version__, access, db, migrate
 from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
+from merchant_code.flood import FloodGate
 from merchant_code.profile_cache import ProfileCache
 from merchant_code.routes import (
     admin,
@@ -219,6 +220,9 @@ def create_app(settings: Settings) -> Litestar:
                 "migrations": migrate.load(),
                 "signing_key": signing_key(settings),
                 "profile_cache": ProfileCache(settings.scan_cache_entries, settings.base_url),
+                "flood_gate": (
+                    FloodGate(settings.scan_rate, settings.scan_burst) if settings.scan_rate else None
+                ),
             }
         ),
         template_config=TemplateConfig(

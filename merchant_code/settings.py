@@ -55,6 +55,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scan_cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 50_000
     # comma-separated addresses of reverse proxies whose X-Forwarded-For is believed
     trusted_proxies: str = ""
+    # scans (/s/...) one client address may send a second on average, with a burst to spare;
+    # past that, 429 for that address only (0: no limit)
+    scan_rate: Annotated[float, msgspec.Meta(ge=0)] = 20.0
+    scan_burst: Annotated[int, msgspec.Meta(ge=1)] = 120
     # the regulator's time zone: cron recurrences of policies and the day reminders are sent for
     timezone: str = "Asia/Shanghai"
 

@@ -96,7 +96,9 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=db_url, scheduler=False, data_dir=str(tmp_path))
+    # scans are not flood-limited here: the access matrix alone scans faster than a person would
+    # (tests/test_flood.py checks the limit with its own settings)
+    return Settings(database_url=db_url, scheduler=False, data_dir=str(tmp_path), scan_rate=0)
 
 
 @pytest.fixture
