@@ -413,6 +413,8 @@ class Tracking(msgspec.Struct, frozen=True):
     track_url: str
     # the report joined an open case about the same problem (it is followed there)
     joined: bool = False
+    # the report's public id (Open311's service_request_id); unlike the tracking number, no proof
+    request_id: str | None = None
 
 
 def new_tracking_number() -> str:

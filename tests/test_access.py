@@ -473,3 +473,59 @@ async def test_probing_another_shop_says_the_same_as_a_shop_that_does_not_exist(
     assert other.status_code == missing.status_code == 404
     assert other.json()["detail"] == missing.json()["detail"]
     assert "李记" not in other.text
+
+
+# who reported a case, and who handles it, is for the staff of its area alone
+REPORTER = {"name": "陈晓明", "phone": "13611112222", "email": "chen@example.cn"}
+CASE_ROUTES = [
+    "/track/{t}",
+    "/open311/v2/requests.json",
+    "/open311/v2/requests/{r}.json",
+    "/api/v1/merchant/cases",
+    "/merchant/cases",
+    "/api/v1/cases/{t}",
+    "/cases/{t}",
+    "/api/v1/shops/{a}",
+    "/s/{a}",
+]
+MAY_SEE_REPORTERS = {"inspector_in", "manager", "admin"}
+
+
+async def test_no_reporter_or_staff_name_reaches_a_view_that_may_not_see_it(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    world = await w.build(conn, client)
+    await conn.execute("UPDATE account SET display_name = '周检查员' WHERE login = 'inspector_in'")
+    filed = await client.post(
+        f"/api/v1/shops/{world.shop_a}/complaints",
+        json={"category": "food_safety", "text": "吃完以后一直拉肚子", **REPORTER},
+    )
+    number = filed.json()["tracking_number"]
+    request_id = filed.json()["request_id"]
+    moved = await client.post(
+        f"/api/v1/cases/{number}/transitions",
+        json={"action": "note", "note": "已约谈", "public": True},
+        headers=world.headers("inspector_in"),
+    )
+    assert moved.status_code == 200
+    await client.post(
+        f"/api/v1/cases/{number}/transitions",
+        json={"action": "assign"},
+        headers=world.headers("inspector_in"),
+    )
+    private = {**REPORTER, "staff_login": "inspector_in", "staff_name": "周检查员"}
+    leaks, seen = [], set()
+    for role in w.ROLES:
+        for path in CASE_ROUTES:
+            for accept in ("application/json", "text/html"):
+                url = path.format(t=number, r=request_id, a=world.shop_a)
+                body = (await client.get(url, headers=world.headers(role, accept=accept))).content
+                for field, value in private.items():
+                    if any(form in body for form in _forms(value)):
+                        if role in MAY_SEE_REPORTERS and path.startswith(("/api/v1/cases", "/cases")):
+                            seen.add((role, field))
+                        else:
+                            leaks.append(f"{role} sees {field} at {url} ({accept})")
+    assert leaks == []
+    # and the test can fail: the staff of the area do see the reporter and who handles the case
+    assert {f for r, f in seen if r == "inspector_in"} >= {"name", "phone", "email", "staff_name"}

@@ -55,7 +55,10 @@ async def api_complaint(
     opened = await _file(request, state, conn, code)
     number = opened.tracking_number
     tracking = records.Tracking(
-        tracking_number=number, track_url=f"{state.settings.base_url}/track/{number}", joined=opened.joined
+        tracking_number=number,
+        track_url=f"{state.settings.base_url}/track/{number}",
+        joined=opened.joined,
+        request_id=opened.request_id,
     )
     return Response(tracking, status_code=201, background=BackgroundTask(rebuild_soon, state))
 
