@@ -89,6 +89,8 @@ def _utf8(body: bytes) -> tuple[bytes, str]:
     errors (LookupError, UnicodeError, ValueError) are not ExpatError."""
     if body.startswith((b"\xff\xfe", b"\xfe\xff")):
         codec = "utf-16"
+    elif body.startswith((b"<\x00", b"\x00<")):  # UTF-16 without a BOM: its first `<` gives the order
+        codec = "utf-16-le" if body[0] == 0x3C else "utf-16-be"
     else:
         declared = _DECLARED.match(body.removeprefix(b"\xef\xbb\xbf").lstrip()[:200])
         codec = declared.group(1).decode("ascii").lower() if declared else "utf-8"
