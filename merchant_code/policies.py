@@ -233,6 +233,23 @@ def _filters(filters: Filters) -> dict[str, Any]:
     return out
 
 
+def _columns(
+    data: PolicyIn, trades: list[str], area_ids: list[int], due: datetime.datetime
+) -> dict[str, Any]:
+    """A policy's stored columns, as written on creation and on an edit."""
+    return {
+        "title": data.title,
+        "body_md": data.body_md,
+        "links": msgspec.to_builtins(data.links),
+        "trades": trades,
+        "area_ids": area_ids,
+        "filters": _filters(data.filters),
+        "send_at": data.send_at,
+        "cron": data.cron,
+        "next_at": due,
+    }
+
+
 async def audience(
     conn: asyncpg.Connection, principal: auth.Principal, data: AudienceIn | PolicyIn, today: datetime.date
 ) -> Audience:
@@ -261,15 +278,7 @@ async def create(
     async with conn.transaction():
         row = await db.queries.create_policy(
             conn,
-            title=data.title,
-            body_md=data.body_md,
-            links=msgspec.to_builtins(data.links),
-            trades=trades,
-            area_ids=area_ids,
-            filters=_filters(data.filters),
-            send_at=data.send_at,
-            cron=data.cron,
-            next_at=due,
+            **_columns(data, trades, area_ids, due),
             kind="policy",
             corrects_policy_id=None,
             author_account_id=principal.account_id,
@@ -352,15 +361,7 @@ async def edit(
         await db.queries.update_policy(
             conn,
             id=row["id"],
-            title=data.title,
-            body_md=data.body_md,
-            links=msgspec.to_builtins(data.links),
-            trades=trades,
-            area_ids=area_ids,
-            filters=_filters(data.filters),
-            send_at=data.send_at,
-            cron=data.cron,
-            next_at=due,
+            **_columns(data, trades, area_ids, due),
         )
         await audit.append(
             conn,
