@@ -44,6 +44,7 @@ Group = Literal["department", "area"]
 GROUPS: tuple[Group, ...] = ("department", "area")
 MAX_DAYS = 366
 DEFAULT_DAYS = 30
+FIRST_DAY, LAST_DAY = datetime.date(1900, 1, 1), datetime.date(2999, 12, 31)
 WORK_MEM = "64MB"
 # For the one statement, until its transaction ends (inside a request: a savepoint of the
 # request's transaction; measured by bench/dashboard_bench.py, a year of 1,000,000 cases):
@@ -116,9 +117,13 @@ def _parse(field: str, value: str | datetime.date | None) -> datetime.date | Non
     if not value.strip():
         return None
     try:
-        return datetime.date.fromisoformat(value.strip())
+        day = datetime.date.fromisoformat(value.strip())
     except ValueError:
         raise InvalidInput(field, f"`{field}` is a date written YYYY-MM-DD") from None
+    # far from both ends of the calendar, so that the default period and the day after stay in it
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise InvalidInput(field, f"`{field}` is a day from {FIRST_DAY} to {LAST_DAY}")
+    return day
 
 
 def choose_period(

@@ -10,6 +10,7 @@ import logging
 import re
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -161,6 +162,22 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes
     return response
 
 
+def unstorable_text(request: Request[Any, Any, Any]) -> InvalidInput:
+    """PostgreSQL refused a text a client sent: it held a NUL character (U+0000), which no text or
+    jsonb column can store. Its field, when it was a query or path parameter; otherwise the body."""
+    field = next((k for k, v in request.query_params.multi_items() if "\x00" in k + v), None)
+    path = (k for k, v in request.path_params.items() if isinstance(v, str) and "\x00" in v)
+    return InvalidInput(field or next(path, "body"), "text cannot contain the NUL character (U+0000)")
+
+
+# what PostgreSQL answers to such a text (as a text parameter; as a jsonb \u0000 escape)
+UNSTORABLE_TEXT = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
+
+
+def _unstorable(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    return domain_problem(request, unstorable_text(request))
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     problem = Problem(
@@ -176,5 +193,6 @@ problem_handlers: ExceptionHandlersMap = {
     DomainError: domain_problem,
     ValidationException: _validation,
     HTTPException: _http,
+    **dict.fromkeys(UNSTORABLE_TEXT, _unstorable),
     Exception: _unexpected,
 }

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import csv
 import datetime
+import functools
 import gzip
 import hashlib
 import io
@@ -152,13 +153,12 @@ async def run_pending(
             break
         claimed += 1
         job = msgspec.convert(dict(row), _Claim)
-        today = datetime.datetime.now(ZoneInfo(timezone)).date()
-        await _run_one(conn, job, data_dir, base_url, today)
+        await _run_one(conn, job, data_dir, base_url, ZoneInfo(timezone))
     return claimed
 
 
 async def _run_one(
-    conn: asyncpg.Connection, job: _Claim, data_dir: Path, base_url: str, today: datetime.date
+    conn: asyncpg.Connection, job: _Claim, data_dir: Path, base_url: str, zone: ZoneInfo
 ) -> None:
     folder = data_dir / "exports"
     name = f"{job.id}.{EXTENSIONS[job.format]}"
@@ -167,7 +167,7 @@ async def _run_one(
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             if job.format == "lives":
-                rows = await _write_lives(conn, job, temp, base_url, today)
+                rows = await _write_lives(conn, job, temp, base_url, zone)
             else:
                 rows = await _write_jsonl(conn, job, temp)
         size, digest = await asyncio.to_thread(_seal, temp)
@@ -218,14 +218,18 @@ async def _batches(
 class _Zip:
     """A zip written member by member, each a CSV streamed through in batches."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, when: datetime.datetime) -> None:
         self.archive = zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED)
+        self.when = when.timetuple()[:6]
         self.text: IO[str] | None = None
         self.writer: Any = None
 
     def begin(self, name: str, header: Sequence[str]) -> None:
         # zip64 headers whatever the size: a member's final size is not known when it starts
-        member = self.archive.open(name, "w", force_zip64=True)
+        info = zipfile.ZipInfo(name, date_time=self.when)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o644 << 16  # a plain file, readable by all, once unpacked
+        member = self.archive.open(info, "w", force_zip64=True)
         self.text = io.TextIOWrapper(member, encoding="utf-8", newline="")
         self.writer = csv.writer(self.text)
         self.writer.writerow(header)
@@ -257,15 +261,12 @@ def _violation(r: asyncpg.Record) -> tuple[Any, ...]:
 
 
 async def _write_lives(
-    conn: asyncpg.Connection, job: _Claim, path: Path, base_url: str, today: datetime.date
+    conn: asyncpg.Connection, job: _Claim, path: Path, base_url: str, zone: ZoneInfo
 ) -> dict[str, int]:
-    out = await asyncio.to_thread(_Zip, path)
+    started = job.started_at.astimezone(zone)  # the feed's date, version and member times
+    out = await asyncio.to_thread(_Zip, path, started)
     counts: dict[str, int] = {}
-    city = job.district_name
-
-    def business(r: asyncpg.Record) -> tuple[Any, ...]:
-        return _business(r, city)
-
+    business = functools.partial(_business, city=job.district_name)
     members: list[tuple[str, Sequence[str], Any, Callable[[asyncpg.Record], tuple[Any, ...]]]] = [
         ("businesses.csv", BUSINESSES, db.queries.list_export_businesses, business),
         ("inspections.csv", INSPECTIONS, db.queries.list_export_inspections, _inspection),
@@ -284,7 +285,7 @@ async def _write_lives(
             if job.area_name == job.district_name
             else f"{job.district_name} {job.area_name}"
         )
-        info = (today.strftime("%Y%m%d"), job.started_at.strftime("%Y%m%d%H%M%S"), where, base_url, "")
+        info = (started.strftime("%Y%m%d"), started.strftime("%Y%m%d%H%M%S"), where, base_url, "")
         await asyncio.to_thread(out.begin, "feed_info.csv", FEED_INFO)
         await asyncio.to_thread(out.write, [info])
         counts["feed_info.csv"] = 1

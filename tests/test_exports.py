@@ -82,6 +82,11 @@ async def test_the_lives_export_of_the_demo_district_loads_back_through_the_live
         )
         inspections_csv = archive.read("inspections.csv").decode()
         assert inspections_csv.startswith("business_id,date,score,result,description,type\r\n")
+        info = archive.read("feed_info.csv").decode().splitlines()
+        assert info[0] == "feed_date,feed_version,municipality_name,municipality_url,contact_email"
+        feed_date, _, name, url, _ = info[1].split(",")
+        assert len(feed_date) == 8 and name == "汇城区" and url == "https://open.example.org"
+        assert archive.getinfo("businesses.csv").date_time[0] >= 2026
     assert export.rows == {
         "businesses.csv": 200,
         "inspections.csv": seeded.inspections,

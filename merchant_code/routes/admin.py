@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from merchant_code import auth, db
-from merchant_code.routes.params import PageSize
+from merchant_code.routes.params import BIGINT_MAX, PageSize
 
 
 class AccountItem(msgspec.Struct, frozen=True):
@@ -49,7 +49,7 @@ async def list_accounts(
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
     limit: PageSize = 50,
-    after: Annotated[str, QueryParameter(max_length=64)] = "",
+    after: Annotated[str, QueryParameter(max_length=64, pattern=r"^[a-z0-9._-]*$")] = "",
 ) -> AccountPage:
     """Staff accounts of the manager's area (an admin: every account), by login."""
     prefix = None if principal.role == "admin" else principal.area_path
@@ -63,7 +63,7 @@ async def list_accounts(
 async def list_audit(
     conn: NamedDependency[asyncpg.Connection],
     limit: PageSize = 50,
-    before: Annotated[int, QueryParameter(ge=1)] = 2**62,
+    before: Annotated[int, QueryParameter(ge=1, le=BIGINT_MAX)] = 2**62,
 ) -> AuditPage:
     """The audit trail, newest first."""
     items = await db.fetch_all(db.queries.list_audit_events(conn, before=before, limit=limit), AuditItem)

@@ -23,7 +23,7 @@ from merchant_code import auth, cases, db, forms, records, uploads
 from merchant_code.errors import DomainError, InvalidInput, NotFound
 from merchant_code.profile_cache import full_profile
 from merchant_code.routes.auth import english
-from merchant_code.routes.params import PageSize
+from merchant_code.routes.params import Before, PageSize, RowId
 
 Lang = FromQuery[Literal["zh", "en"] | None]
 CaseStatus = Literal["open", "assigned", "in_progress", "resolved", "closed"]
@@ -49,7 +49,7 @@ async def api_list_cases(
     source: FromQuery[cases.Source | None] = None,
     category: Filter = None,
     limit: PageSize = 50,
-    before: FromQuery[int | None] = None,
+    before: Before = None,
 ) -> list[cases.CaseSummary]:
     """Cases of the caller's area (`mine`: assigned to the caller), newest first, filtered."""
     return await cases.list_for_staff(
@@ -260,7 +260,7 @@ async def api_set_route(
 async def api_delete_route(
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
-    route_id: FromPath[int],
+    route_id: RowId,
 ) -> None:
     """Remove a row of the caller's area (jurisdiction-wide rows stay: they are the fallback)."""
     if not await db.queries.delete_route(conn, id=route_id, prefix=_prefix(principal)):

@@ -38,12 +38,21 @@ from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery
 from litestar.types import ExceptionHandlersMap
 
 from merchant_code import access, audit, auth, cases, db
 from merchant_code.codes import parse_shop_code
-from merchant_code.errors import DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
+from merchant_code.errors import (
+    UNSTORABLE_TEXT,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+    unstorable_text,
+)
 from merchant_code.routes.auth import english
 from merchant_code.routes.records import rebuild_soon
 
@@ -117,10 +126,23 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[list[
     return response
 
 
+def _unstorable(request: Request[Any, Any, Any], exc: Exception) -> Response[list[Open311Error]]:
+    return _domain(request, unstorable_text(request))
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[list[Open311Error]]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "something went wrong on our side; it has been logged")
 
+
+# what the OpenAPI document says a 400 is on these routes (not Litestar's default error shape)
+BAD_REQUEST = {
+    400: ResponseSpec(
+        data_container=list[Open311Error],
+        generate_examples=False,
+        description="A bad or missing parameter, named in the description (Open311's error list)",
+    )
+}
 
 # every class the app maps (errors.problem_handlers, access.login_redirect) is mapped again here,
 # so that the nearest handler of any error on these routes is an Open311 one
@@ -129,6 +151,7 @@ ERRORS: ExceptionHandlersMap = {
     Unauthorized: _domain,
     ValidationException: _validation,
     HTTPException: _http,
+    **dict.fromkeys(UNSTORABLE_TEXT, _unstorable),
     Exception: _unexpected,
 }
 
@@ -283,7 +306,13 @@ async def discovery(state: State) -> Discovery:
     )
 
 
-@get(f"{PREFIX}/services.json", opt=PUBLIC, tags=["open311"], exception_handlers=ERRORS)
+@get(
+    f"{PREFIX}/services.json",
+    opt=PUBLIC,
+    tags=["open311"],
+    exception_handlers=ERRORS,
+    responses=BAD_REQUEST,
+)
 async def services(
     request: Request[Any, Any, Any],
     conn: NamedDependency[asyncpg.Connection],
@@ -307,7 +336,13 @@ async def services(
     ]
 
 
-@get(f"{PREFIX}/services/{{service_file:str}}", opt=PUBLIC, tags=["open311"], exception_handlers=ERRORS)
+@get(
+    f"{PREFIX}/services/{{service_file:str}}",
+    opt=PUBLIC,
+    tags=["open311"],
+    exception_handlers=ERRORS,
+    responses=BAD_REQUEST,
+)
 async def service_definition(
     conn: NamedDependency[asyncpg.Connection],
     service_file: FromPath[str],
@@ -428,6 +463,7 @@ def _reporter(fields: dict[str, str]) -> cases.Reporter:
     tags=["open311"],
     status_code=201,
     exception_handlers=ERRORS,
+    responses=BAD_REQUEST,
 )
 async def create_request(
     request: Request[Any, Any, Any],
@@ -544,7 +580,13 @@ def _window(
     return start, end
 
 
-@get(f"{PREFIX}/requests.json", opt=PUBLIC, tags=["open311"], exception_handlers=ERRORS)
+@get(
+    f"{PREFIX}/requests.json",
+    opt=PUBLIC,
+    tags=["open311"],
+    exception_handlers=ERRORS,
+    responses=BAD_REQUEST,
+)
 async def list_requests(
     request: Request[Any, Any, Any],
     state: State,
@@ -589,7 +631,13 @@ async def list_requests(
     return [_item(r, en, tz) async for r in rows]
 
 
-@get(f"{PREFIX}/requests/{{request_file:str}}", opt=PUBLIC, tags=["open311"], exception_handlers=ERRORS)
+@get(
+    f"{PREFIX}/requests/{{request_file:str}}",
+    opt=PUBLIC,
+    tags=["open311"],
+    exception_handlers=ERRORS,
+    responses=BAD_REQUEST,
+)
 async def get_request(
     request: Request[Any, Any, Any],
     state: State,

@@ -18,6 +18,7 @@ from litestar import Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import FromPath, FromQuery, QueryParameter
 
@@ -25,7 +26,8 @@ from merchant_code import access, db
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import InvalidInput, NotFound
 from merchant_code.routes.exports import download_export, export_status, request_export
-from merchant_code.routes.params import PageSize
+from merchant_code.routes.params import BIGINT_MAX, PageSize
+from merchant_code.views import CitizenShop
 
 PUBLIC_RATE = 600  # a minute, per client address and worker process
 CHANGES_MAX = 1000
@@ -73,6 +75,18 @@ class Changes(msgspec.Struct, frozen=True):
     next_since: int
 
 
+class PublicProfile(CitizenShop, frozen=True):
+    """One shop's public document, as `shop` sends it (pre-encoded, so only documented here)."""
+
+    profile_version: int
+    profile_updated_at: datetime.datetime | None
+
+
+def _body(struct: type[Any], description: str) -> dict[int, ResponseSpec]:
+    """The 200 of a handler answering pre-encoded bytes: what those bytes are, for the document."""
+    return {200: ResponseSpec(data_container=struct, generate_examples=False, description=description)}
+
+
 def _client(request: Request[Any, Any, Any]) -> str:
     return access.client_of(request) or "unknown"
 
@@ -103,9 +117,9 @@ def _not_modified_since(request: Request[Any, Any, Any], modified: datetime.date
 Query = Annotated[
     str | None,
     QueryParameter(
-        min_length=1,
+        min_length=2,
         max_length=50,
-        description="part of the name (Chinese or English)",
+        description="part of the name, two characters or more (Chinese or English)",
         examples=[Example(value="面馆")],
     ),
 ]
@@ -123,11 +137,16 @@ Lon = Annotated[float | None, QueryParameter(ge=-180, le=180, examples=[Example(
 Radius = Annotated[int, QueryParameter(ge=10, le=20_000, description="metres from (lat, lon)")]
 Offset = Annotated[int, QueryParameter(ge=0, le=1000, description="with lat/lon: skip this many")]
 After = Annotated[
-    str, QueryParameter(max_length=13, description="without lat/lon: the next_after of the page before")
+    str,
+    QueryParameter(
+        max_length=13,
+        pattern=r"^[0-9A-Za-z]*$",
+        description="without lat/lon: the next_after of the page before",
+    ),
 ]
 
 
-@get("/shops", opt={"access": "public"}, tags=["public"])
+@get("/shops", opt={"access": "public"}, tags=["public"], responses=_body(ShopPage, "A page of shops"))
 async def search(
     request: Request[Any, Any, Any],
     state: State,
@@ -182,7 +201,12 @@ async def search(
     return _cached(request, msgspec.json.encode(page), newest)
 
 
-@get("/shops/{code:str}", opt={"access": "public"}, tags=["public"])
+@get(
+    "/shops/{code:str}",
+    opt={"access": "public"},
+    tags=["public"],
+    responses=_body(PublicProfile, "The shop's public profile"),
+)
 async def shop(
     request: Request[Any, Any, Any], conn: NamedDependency[asyncpg.Connection], code: FromPath[str]
 ) -> Response[bytes]:
@@ -197,12 +221,17 @@ async def shop(
     return _cached(request, msgspec.json.encode(doc), row["rebuilt_at"])
 
 
-@get("/changes", opt={"access": "public"}, tags=["public"])
+@get(
+    "/changes",
+    opt={"access": "public"},
+    tags=["public"],
+    responses=_body(Changes, "Profiles changed after `since`"),
+)
 async def changes(
     request: Request[Any, Any, Any],
     conn: NamedDependency[asyncpg.Connection],
     since: Annotated[
-        int, QueryParameter(ge=0, description="the next_since of the page before; 0 to start")
+        int, QueryParameter(ge=0, le=BIGINT_MAX, description="the next_since of the page before; 0 to start")
     ] = 0,
     limit: Annotated[int, QueryParameter(ge=1, le=CHANGES_MAX)] = 500,
 ) -> Response[bytes]:

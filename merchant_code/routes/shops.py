@@ -72,7 +72,7 @@ async def shops_in_area(
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
     limit: PageSize = 50,
-    after: Annotated[str, QueryParameter(max_length=13)] = "",
+    after: Annotated[str, QueryParameter(max_length=13, pattern=r"^[0-9A-Za-z]*$")] = "",
 ) -> Page:
     """Shops in the caller's area and below it, by code, at most 100 a page."""
     prefix = None if principal.role == "admin" else principal.area_path

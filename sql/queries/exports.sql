@@ -43,7 +43,7 @@ UPDATE export_file e SET status = 'running', started_at = clock_timestamp(), err
 FROM next, area a
 WHERE e.id = next.id AND a.id = e.area_id
 RETURNING e.id, e.format, e.started_at, a.code AS area_code, a.path AS area_path, a.name AS area_name,
-          (SELECT d.name FROM area d WHERE d.path = split_part(a.path, '.', 1)) AS district_name;
+          coalesce((SELECT d.name FROM area d WHERE d.path = split_part(a.path, '.', 1)), a.name) AS district_name;
 
 -- name: lock_claimed_export(id, started_at)$
 -- Whether this worker still holds the claim (locked until its transaction ends).
