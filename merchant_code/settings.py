@@ -16,7 +16,6 @@ import msgspec
 
 PREFIX = "MERCHANT_CODE_"
 # read by the test suite or dev.py, not by the service
-# variables of the test suite, not of the service
 NOT_SETTINGS = frozenset({"TEST_DATABASE_URL", "CHROMIUM", "FUZZ_EXAMPLES"})
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
