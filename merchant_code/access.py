@@ -1,20 +1,22 @@
 """Every route's access rule, and the middleware that finds out who is asking.
 
 A handler declares `opt={"access": RULE}`; `create_app` refuses a route without one, and the
-guard enforces it before the handler runs. Object-level checks (this shop, this area) happen in
+identity middleware (which runs once the route is known) enforces it before the handler runs.
+It is not a Litestar guard because Litestar copies the route handler for every guard call, a
+cost every scan would pay. Object-level checks (this shop, this area) happen in
 the handlers through `require_shop`, once they know which object is meant.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import secrets
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from litestar import Litestar, Request, Response
 from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.response import Redirect
 from litestar.routes import HTTPRoute
@@ -102,7 +104,8 @@ def client_address(scope: Scope, trusted_proxies: frozenset[str] = frozenset()) 
 
 
 class IdentityMiddleware(ASGIMiddleware):
-    """Puts `principal` (or None) and, for a bad token, `auth_error` into the request state.
+    """Puts `principal` (or None) and, for a bad token, `auth_error` into the request state, then
+    applies the route's access rule (`check_access`).
 
     A bad token on a public route still gets the public answer: a citizen with an old cookie
     should see the shop, not an error.
@@ -114,11 +117,11 @@ class IdentityMiddleware(ASGIMiddleware):
         state: dict[str, Any] = scope.setdefault("state", {})
         state["principal"] = None
         incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        request_id = incoming if incoming and REQUEST_ID.match(incoming) else new_request_id()
         state["request_id"] = request_id
         app_state = scope["litestar_app"].state
         settings = app_state.settings
-        state["client_address"] = client_address(scope, settings.trusted_proxy_set)
+        state["client_address"] = client_address(scope, app_state.trusted_proxies)
         gate = app_state.flood_gate
         if gate is not None and scope["path"].startswith("/s/"):
             address = state["client_address"] or ""
@@ -133,15 +136,27 @@ class IdentityMiddleware(ASGIMiddleware):
                     state["principal"] = await auth.principal_for(conn, app_state.signing_key, token)
             except Unauthorized as exc:
                 state["auth_error"] = exc.detail
+        check_access(scope, state)
+        header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         await next_app(scope, receive, send_with_id)
+
+
+_request_ids: tuple[int, str, itertools.count[int]] | None = None
+
+
+def new_request_id() -> str:
+    """16 hex digits, unique among this service's requests: a random prefix per worker process
+    (made after the fork) and a counter. Not a secret, so no system call per request."""
+    global _request_ids
+    if _request_ids is None or _request_ids[0] != os.getpid():
+        _request_ids = (os.getpid(), os.urandom(4).hex(), itertools.count())
+    return f"{_request_ids[1]}{next(_request_ids[2]) & 0xFFFFFFFF:08x}"
 
 
 async def _refuse_flood(send: Send, request_id: str, retry_after: int) -> None:
@@ -164,21 +179,21 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> auth.Princip
     return principal
 
 
-async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Async on purpose: Litestar runs a plain function guard in a worker thread, on every request."""
-    if connection.scope.get("state", {}).get("cross_site"):
+def check_access(scope: Scope, state: dict[str, Any]) -> None:
+    """The route's access rule, given who is asking (raises Forbidden or Unauthorized)."""
+    if state.get("cross_site"):
         raise Forbidden("a page of another site cannot send this request")
-    rule = handler.opt.get("access")
-    if rule is None and connection.scope.get("method") == "OPTIONS":
+    handler = scope.get("route_handler")
+    rule = handler.opt.get("access") if handler is not None else None
+    if rule is None and scope.get("method") == "OPTIONS":
         return  # Litestar's automatic OPTIONS answer says only which methods exist
     if rule not in RULES:
         raise Forbidden("this route declares no access rule")
     if rule == "public":
         return
-    principal = principal_of(connection)
+    principal: auth.Principal | None = state.get("principal")
     if principal is None:
-        error = connection.scope.get("state", {}).get("auth_error")
-        raise Unauthorized(error or "log in first")
+        raise Unauthorized(state.get("auth_error") or "log in first")
     if principal.role not in RULES[rule]:
         raise Forbidden("your account may not do this")
 

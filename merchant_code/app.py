@@ -197,7 +197,6 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=ROUTES,
         lifespan=[lifespan],
         middleware=[access.IdentityMiddleware()],
-        guards=[access.access_guard],
         dependencies={
             "conn": Provide(db.provide_db),
             "principal": Provide(access.provide_principal, sync_to_thread=False),
@@ -217,6 +216,7 @@ def create_app(settings: Settings) -> Litestar:
         state=State(
             {
                 "settings": settings,
+                "trusted_proxies": settings.trusted_proxy_set,
                 "migrations": migrate.load(),
                 "signing_key": signing_key(settings),
                 "profile_cache": ProfileCache(settings.scan_cache_entries, settings.base_url),

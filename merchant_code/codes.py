@@ -18,6 +18,10 @@ CODE_PAYLOAD = 12  # 12 symbols x 5 bits = 60 random bits
 CODE_LENGTH = CODE_PAYLOAD + 1
 
 
+# a symbol's value doubled, its two base-32 digits added (Luhn's step), looked up rather than done
+_DOUBLED_VALUE = {ch: (2 * v) // 32 + (2 * v) % 32 for ch, v in _CROCKFORD_VALUE.items()}
+
+
 def _luhn_mod32(symbols: str, *, with_check: bool) -> int:
     """Luhn mod N over the Crockford alphabet.
 
@@ -25,13 +29,9 @@ def _luhn_mod32(symbols: str, *, with_check: bool) -> int:
     and leave QR alphanumeric mode; Luhn mod 32 stays in the alphabet and still catches every
     single-symbol error and nearly every swap of neighbours.
     """
-    factor = 1 if with_check else 2
-    total = 0
-    for ch in reversed(symbols):
-        addend = factor * _CROCKFORD_VALUE[ch]
-        factor = 1 if factor == 2 else 2
-        total += addend // 32 + addend % 32
-    return total % 32
+    backwards = symbols[::-1]
+    kept, doubled = (backwards[0::2], backwards[1::2]) if with_check else (backwards[1::2], backwards[0::2])
+    return (sum(_CROCKFORD_VALUE[ch] for ch in kept) + sum(_DOUBLED_VALUE[ch] for ch in doubled)) % 32
 
 
 def code_check_symbol(payload: str) -> str:

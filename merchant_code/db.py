@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -135,8 +135,7 @@ async def provide_db(state: State) -> AsyncIterator[asyncpg.Connection]:
         yield cast(asyncpg.Connection, conn)
 
 
-@asynccontextmanager
-async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection, typed as the Connection whose methods its proxy forwards."""
-    async with pool.acquire() as conn:
-        yield cast(asyncpg.Connection, conn)
+def acquire(pool: asyncpg.Pool) -> AbstractAsyncContextManager[asyncpg.Connection]:
+    """A pooled connection, typed as the Connection whose methods its proxy forwards (the pool's
+    own context manager: no generator wrapped around it on the scan's path)."""
+    return cast(AbstractAsyncContextManager[asyncpg.Connection], pool.acquire())

@@ -68,7 +68,7 @@ async def test_the_page_carries_json_ld_and_is_chinese_by_default(
     await factories.review(conn, shop_id, 5)
     await profiles.drain(conn)
     zh = await client.get(f"/s/{code}")
-    assert zh.status_code == 200 and zh.headers["content-type"].startswith("text/html")
+    assert zh.status_code == 200 and zh.headers["content-type"] == "text/html; charset=utf-8"
     assert 'lang="zh-CN"' in zh.text and "证照" in zh.text
     ld = json.loads(zh.text.split('<script type="application/ld+json">')[1].split("</script>")[0])
     assert (ld["@type"], ld["name"], ld["aggregateRating"]["ratingValue"]) == (

@@ -27,7 +27,7 @@ from merchant_code.routes.auth import english
 from merchant_code.views import CitizenShop, InspectorShop, MerchantShop, risk_reasons
 
 View = Literal["citizen", "merchant", "inspector"]
-HTML = "text/html; charset=utf-8"
+HTML = "text/html"  # the response adds "; charset=utf-8"
 VARY = "Accept, Accept-Language, Authorization, Cookie"
 
 
