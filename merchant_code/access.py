@@ -58,16 +58,19 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
 
 def token_of(scope: Scope) -> tuple[str | None, bool]:
     """(token, whether it came from the session cookie). A bearer header wins over a cookie."""
-    authorization = _header(scope, b"authorization")
+    cookies = [value for name, value in scope.get("headers", []) if name == b"cookie"]
+    return _token(_header(scope, b"authorization"), cookies)
+
+
+def _token(authorization: str | None, cookies: list[bytes]) -> tuple[str | None, bool]:
     if authorization is not None:
         scheme, _, token = authorization.partition(" ")
         return (token.strip() or None if scheme.lower() == "bearer" else None), False
-    for name, value in scope.get("headers", []):
-        if name == b"cookie":
-            for part in bytes(value).decode("latin-1").split(";"):
-                key, _, val = part.strip().partition("=")
-                if key == COOKIE and val:
-                    return val, True
+    for value in cookies:
+        for part in bytes(value).decode("latin-1").split(";"):
+            key, _, val = part.strip().partition("=")
+            if key == COOKIE and val:
+                return val, True
     return None, False
 
 
@@ -116,7 +119,16 @@ class IdentityMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         state: dict[str, Any] = scope.setdefault("state", {})
         state["principal"] = None
-        incoming = _header(scope, b"x-request-id")
+        # the headers this needs, in one pass (a scan runs this on every request)
+        incoming = authorization = None
+        cookies: list[bytes] = []
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = incoming or bytes(value).decode("latin-1")
+            elif name == b"authorization":
+                authorization = authorization or bytes(value).decode("latin-1")
+            elif name == b"cookie":
+                cookies.append(value)
         request_id = incoming if incoming and REQUEST_ID.match(incoming) else new_request_id()
         state["request_id"] = request_id
         app_state = scope["litestar_app"].state
@@ -129,7 +141,7 @@ class IdentityMiddleware(ASGIMiddleware):
                 await _refuse_flood(send, request_id, gate.retry_after(address))
                 return
         state["cross_site"] = cross_site(scope, settings.public_url)
-        token, _ = token_of(scope)
+        token = _token(authorization, cookies)[0] if authorization is not None or cookies else None
         if token and not state["cross_site"]:
             try:
                 async with app_state.pool.acquire() as conn:
@@ -144,6 +156,10 @@ class IdentityMiddleware(ASGIMiddleware):
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
+        # a route may answer its commonest request itself, as raw ASGI (the scan: routes/scan.py)
+        hot_path = scope["route_handler"].opt.get("hot_path")
+        if hot_path is not None and await hot_path(scope, send_with_id):
+            return
         await next_app(scope, receive, send_with_id)
 
 

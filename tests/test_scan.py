@@ -150,3 +150,55 @@ async def test_each_person_gets_their_own_view(
     assert "风险评分" not in preview and "王*" not in preview and "返回完整视图" in preview
     owner_page = await view("merchant_a", "text/html")
     assert w.PII["staff_name"] in owner_page and w.PII["staff_cert"] in owner_page
+
+
+async def test_the_hot_path_answers_exactly_as_the_handler_does(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    # an anonymous scan is answered by the middleware's hot path; an unknown query parameter
+    # sends the same request to the handler instead, which ignores the parameter
+    shop_id, code = await factories.shop(conn, name="老王面馆")
+    _, closed = await factories.shop(conn, status="closed")
+    await factories.inspection(conn, shop_id, on=TODAY, grade="A")
+    _, revoked = await factories.shop(conn)
+    await conn.execute("INSERT INTO qr_revocation (code, reason) VALUES ($1, 'stolen')", revoked)
+    await profiles.drain(conn)
+    etag = (await client.get(f"/s/{code}")).headers["etag"]
+    asks: list[tuple[str, str, dict[str, str]]] = [
+        (code, "", {}),
+        (code, "lang=en", {}),
+        (code, "lang=zh", {"accept-language": "en-GB,en;q=0.9"}),
+        (code, "", {"accept-language": "en-US"}),
+        (code, "", JSON),
+        (code, "q=K1.c2lnbmF0dXJl", {}),  # as a sticker sends it
+        (code, "", {"if-none-match": etag}),
+        (code, "", {"if-none-match": 'W/"0-zh"'}),
+        (closed, "", {}),
+        (revoked, "", {}),
+        (revoked, "", JSON),
+        (new_shop_code(), "", {}),
+        (code[:-1] + ("0" if code[-1] != "0" else "1"), "", JSON),
+    ]
+    scan_route = next(r for r in client.app.routes if r.path == "/s/{code:str}")
+    handler_opt = scan_route.route_handlers[0].opt
+    hot_path, answered = handler_opt["hot_path"], []
+
+    async def counted(*args: Any) -> bool:
+        answered.append(await hot_path(*args))
+        return answered[-1]
+
+    handler_opt["hot_path"] = counted
+    seen: set[int] = set()
+    for scanned, query, headers in asks:
+        hot = await client.get(f"/s/{scanned}?{query}", headers=headers)
+        handler = await client.get(f"/s/{scanned}?{query}&via=handler", headers=headers)
+        assert (hot.status_code, hot.content) == (handler.status_code, handler.content), (query, headers)
+        drop = {"x-request-id", "date"}
+        assert {k: v for k, v in hot.headers.items() if k not in drop} == {
+            k: v for k, v in handler.headers.items() if k not in drop
+        }, (query, headers)
+        seen.add(hot.status_code)
+    assert seen == {200, 304, 404, 410, 422}
+    # the hot path answered with the stored answers (the closed shop's page too) and declined the
+    # revoked, unknown and malformed codes and every `via=` twin
+    assert answered == [True, False] * 10 + [False, False] * 3
