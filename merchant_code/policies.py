@@ -555,8 +555,7 @@ def backoff(attempt: int) -> float:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    return min(float(value), 3600.0) if value.isdigit() else None
+    return guarded.retry_after_seconds(response.headers.get("retry-after"), 3600.0)
 
 
 async def _post(

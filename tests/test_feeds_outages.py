@@ -5,6 +5,7 @@ a packet off the machine (every transport here fails the test on a non-loopback 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -154,3 +155,14 @@ def test_public_and_private_addresses() -> None:
     for address in ("127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
                     "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "0.0.0.0", "224.0.0.1"):  # fmt: skip  # noqa: S104
         assert not feed_http._public(address), address
+
+
+def test_retry_after_is_read_as_seconds_or_as_an_http_date() -> None:
+    now = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
+    assert feed_http.retry_after_seconds("30", 60.0, now) == 30.0
+    assert feed_http.retry_after_seconds("3600", 60.0, now) == 60.0  # capped
+    assert feed_http.retry_after_seconds("Fri, 27 Nov 2026 12:00:45 GMT", 60.0, now) == 45.0
+    assert feed_http.retry_after_seconds("Fri, 27 Nov 2026 11:00:00 GMT", 60.0, now) == 0.0  # already past
+    assert feed_http.retry_after_seconds("Sat, 28 Nov 2026 12:00:00 GMT", 60.0, now) == 60.0
+    for unreadable in (None, "", "soon", "-5", "1.5e3"):
+        assert feed_http.retry_after_seconds(unreadable, 60.0, now) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import email.utils
 import json
 import os
 import random
@@ -397,8 +398,18 @@ async def test_a_gateway_that_answers_500_then_hangs_then_200_gets_the_delivery_
         assert (reach["channel_delivered"], reach["failed"], reach["waiting"]) == (1, 0, 0)
 
 
-async def test_retry_after_from_the_gateway_sets_the_next_attempt(conn: asyncpg.Connection) -> None:
-    with Receiver(script=[Step(503, headers=(("Retry-After", "120"),))]) as receiver:
+def http_date_in(seconds: float) -> str:
+    return email.utils.format_datetime(
+        datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds), usegmt=True
+    )
+
+
+@pytest.mark.parametrize("retry_after", ["120", "in 120 s as an HTTP-date"])
+async def test_retry_after_from_the_gateway_sets_the_next_attempt(
+    conn: asyncpg.Connection, retry_after: str
+) -> None:
+    value = retry_after if retry_after.isdigit() else http_date_in(120)
+    with Receiver(script=[Step(503, headers=(("Retry-After", value),))]) as receiver:
         await one_gateway_delivery(conn, receiver)
         started = time.monotonic()
         assert await deliver(conn) == 1

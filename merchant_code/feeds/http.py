@@ -12,6 +12,8 @@ metadata address among them), private, shared, multicast and reserved ranges are
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import ipaddress
 import socket
 from typing import Any
@@ -70,11 +72,26 @@ async def check_url(url: httpx.URL, allow_private: bool) -> None:
             )
 
 
+def retry_after_seconds(value: str | None, cap: float, now: datetime.datetime | None = None) -> float | None:
+    """A Retry-After header in seconds, capped: delta-seconds or an HTTP-date (RFC 9110 10.2.3;
+    a date already past is 0). None when absent or unreadable."""
+    value = (value or "").strip()
+    if value.isdigit():
+        return min(float(value), cap)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    wait = (when - (now or datetime.datetime.now(datetime.UTC))).total_seconds()
+    return min(max(wait, 0.0), cap)
+
+
 def _retry_hook(exc: Exception) -> bool | float:
     """stamina's backoff hook: whether to retry, or how long to wait (Retry-After)."""
     if isinstance(exc, _Retryable):
-        after = exc.response.headers.get("retry-after", "")
-        return min(float(after), 60.0) if after.isdigit() else True
+        return retry_after_seconds(exc.response.headers.get("retry-after"), 60.0) or True
     return isinstance(exc, httpx.TransportError) and not isinstance(exc, Refused)
 
 
