@@ -138,7 +138,7 @@ class IdentityMiddleware(ASGIMiddleware):
         if gate is not None and scope["path"].startswith("/s/"):
             address = state["client_address"] or ""
             if not gate.allow(address):
-                await _refuse_flood(send, request_id, gate.retry_after(address))
+                await _refuse_flood(send, gate.retry_after(address))
                 return
         state["cross_site"] = cross_site(scope, settings.public_url)
         token = _token(authorization, cookies)[0] if authorization is not None or cookies else None
@@ -149,40 +149,53 @@ class IdentityMiddleware(ASGIMiddleware):
             except Unauthorized as exc:
                 state["auth_error"] = exc.detail
         check_access(scope, state)
-        header = (b"x-request-id", request_id.encode())
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
         # a route may answer its commonest request itself, as raw ASGI (the scan: routes/scan.py)
         hot_path = scope["route_handler"].opt.get("hot_path")
-        if hot_path is not None and await hot_path(scope, send_with_id):
+        if hot_path is not None and await hot_path(scope, send):
             return
-        await next_app(scope, receive, send_with_id)
+        await next_app(scope, receive, send)
 
 
-_request_ids: tuple[int, str, itertools.count[int]] | None = None
+async def add_request_id(message: Message, scope: Scope) -> None:
+    """Litestar's before_send hook: every answer carries X-Request-Id, the errors raised before
+    any handler ran (no route, no access, a flood) included."""
+    if message["type"] == "http.response.start":
+        state = scope.setdefault("state", {})
+        request_id = state.get("request_id")
+        if request_id is None:  # the middleware did not run: no route matched
+            incoming = _header(scope, b"x-request-id")
+            request_id = incoming if incoming and REQUEST_ID.match(incoming) else new_request_id()
+            state["request_id"] = request_id
+        message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
 
 
-def new_request_id() -> str:
-    """16 hex digits, unique among this service's requests: a random prefix per worker process
-    (made after the fork) and a counter. Not a secret, so no system call per request."""
-    global _request_ids
-    if _request_ids is None or _request_ids[0] != os.getpid():
-        _request_ids = (os.getpid(), os.urandom(4).hex(), itertools.count())
-    return f"{_request_ids[1]}{next(_request_ids[2]) & 0xFFFFFFFF:08x}"
+class _RequestIds:
+    """24 hex digits, unique among this service's requests without a system call each: a random
+    prefix per process, made again in every forked worker, and a counter."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(6).hex()
+        self.counter = itertools.count()
+
+    def new(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"  # wraps after 2^48
 
 
-async def _refuse_flood(send: Send, request_id: str, retry_after: int) -> None:
+_request_ids = _RequestIds()
+new_request_id = _request_ids.new
+
+
+async def _refuse_flood(send: Send, retry_after: int) -> None:
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": 429,
         "headers": [
             (b"content-type", b"application/problem+json"),
             (b"retry-after", str(retry_after).encode()),
-            (b"x-request-id", request_id.encode()),
         ],
     }
     body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": flood.TOO_MANY, "more_body": False}
@@ -247,6 +260,10 @@ def check_routes(app: Litestar) -> None:
     ]
     if missing:
         raise StartupError("routes without an access rule: " + ", ".join(sorted(missing)))
+    # the identity middleware applies the rules to HTTP requests only
+    uncovered = [route.path for route in app.routes if not isinstance(route, HTTPRoute)]
+    if uncovered:
+        raise StartupError("routes that are not HTTP (no access rule is applied): " + ", ".join(uncovered))
 
 
 def login_redirect(request: Request[Any, Any, Any], exc: Unauthorized) -> Response[Any]:

@@ -197,6 +197,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=ROUTES,
         lifespan=[lifespan],
         middleware=[access.IdentityMiddleware()],
+        before_send=[access.add_request_id],
         dependencies={
             "conn": Provide(db.provide_db),
             "principal": Provide(access.provide_principal, sync_to_thread=False),

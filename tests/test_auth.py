@@ -7,6 +7,7 @@ import asyncio
 import base64
 import datetime
 import json
+import re
 import statistics
 import time
 from typing import Any
@@ -381,7 +382,27 @@ async def test_every_answer_carries_a_request_id(client: AsyncTestClient[Any]) -
     mine = await client.get("/healthz", headers={"x-request-id": "trace-12345678"})
     assert mine.headers["x-request-id"] == "trace-12345678"
     made = await client.get("/healthz", headers={"x-request-id": "bad id\x7f"})
-    assert len(made.headers["x-request-id"]) == 16
+    other = await client.get("/healthz")
+    assert re.fullmatch("[0-9a-f]{24}", made.headers["x-request-id"])
+    assert other.headers["x-request-id"] != made.headers["x-request-id"]
+    # refusals too: no route, no session, the wrong role, a page of another site
+    refused = [
+        await client.get("/no/such/page", headers={"x-request-id": "trace-404-0001"}),
+        await client.get("/api/v1/accounts", headers={"x-request-id": "trace-401-0001"}),
+        await client.get(
+            "/manage/policies", headers={"x-request-id": "trace-303-0001"}, follow_redirects=False
+        ),
+        await client.post(
+            "/login", headers={"x-request-id": "trace-403-0001", "origin": "https://evil.example"}
+        ),
+    ]
+    assert [(r.status_code, r.headers.get("x-request-id")) for r in refused] == [
+        (404, "trace-404-0001"),
+        (401, "trace-401-0001"),
+        (303, "trace-303-0001"),
+        (403, "trace-403-0001"),
+    ]
+    assert "x-request-id" in (await client.get("/no/such/page")).headers
 
 
 def test_claim_codes_are_long_random_and_forgiving_to_type() -> None:

@@ -164,5 +164,6 @@ def test_retry_after_is_read_as_seconds_or_as_an_http_date() -> None:
     assert feed_http.retry_after_seconds("Fri, 27 Nov 2026 12:00:45 GMT", 60.0, now) == 45.0
     assert feed_http.retry_after_seconds("Fri, 27 Nov 2026 11:00:00 GMT", 60.0, now) == 0.0  # already past
     assert feed_http.retry_after_seconds("Sat, 28 Nov 2026 12:00:00 GMT", 60.0, now) == 60.0
-    for unreadable in (None, "", "soon", "-5", "1.5e3"):
+    overflowing = "Wed, 99999999999999999999 Oct 2020 07:28:00 GMT"
+    for unreadable in (None, "", "soon", "-5", "1.5e3", "²", overflowing):
         assert feed_http.retry_after_seconds(unreadable, 60.0, now) is None

@@ -76,11 +76,11 @@ def retry_after_seconds(value: str | None, cap: float, now: datetime.datetime | 
     """A Retry-After header in seconds, capped: delta-seconds or an HTTP-date (RFC 9110 10.2.3;
     a date already past is 0). None when absent or unreadable."""
     value = (value or "").strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²", which isdigit() too
         return min(float(value), cap)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)

@@ -151,12 +151,12 @@ async def anonymous_scan(scope: Scope, send: Send) -> bool:
                 return False
     accept = accept_language = ""
     if_none_match = None
-    for header, raw_value in scope["headers"]:
+    for header, raw_value in scope["headers"]:  # the first of each, as Litestar's headers.get
         if header == b"accept":
-            accept = bytes(raw_value).decode("latin-1")
+            accept = accept or bytes(raw_value).decode("latin-1")
         elif header == b"accept-language":
-            accept_language = bytes(raw_value).decode("latin-1")
-        elif header == b"if-none-match":
+            accept_language = accept_language or bytes(raw_value).decode("latin-1")
+        elif header == b"if-none-match" and if_none_match is None:
             if_none_match = bytes(raw_value).decode("latin-1")
     try:
         code = parse_shop_code(scope["path_params"]["code"])
