@@ -59,6 +59,12 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class Gone(DomainError):
+    status = 410
+    slug = "gone"
+    title = "Gone"
+
+
 class Unauthorized(DomainError):
     status = 401
     slug = "unauthorized"

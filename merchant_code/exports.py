@@ -12,7 +12,9 @@ index keeps one waiting or running per area and format); `run_pending` claims ro
 LOCKED and streams the rows through server-side cursors inside one read-only snapshot, batch by
 batch, so an area of a million shops never sits in memory. Files go to DATA_DIR/exports/<id>.<ext>
 under a temporary name and are renamed once complete, and only by the worker still holding the
-claim (a run silent for STALE_SECONDS is taken over).
+claim (a run silent for STALE_SECONDS is taken over). Once a newer export of the same area and
+format has been ready for KEEP_SECONDS, the older one's file is deleted and its row says
+`expired` (a download answers 410); files no ready export names (left by a crash) go too.
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ from merchant_code.errors import InvalidInput
 log = logging.getLogger("merchant_code.exports")
 
 Format = Literal["lives", "jsonl"]
-Status = Literal["pending", "running", "ready", "failed"]
+Status = Literal["pending", "running", "ready", "failed", "expired"]
 FRESH_SECONDS = 24 * 3600  # a ready export younger than this is handed out instead of a new one
 STALE_SECONDS = 3600  # a run silent this long is taken to have died
+KEEP_SECONDS = 7 * 24 * 3600  # an export replaced by a newer one is deleted this long after
 BATCH = 5000  # rows per cursor fetch
 RETRY_AFTER = 10  # seconds: the job runs every 10 s
 EXTENSIONS: dict[str, str] = {"lives": "zip", "jsonl": "jsonl.gz"}
@@ -128,12 +131,47 @@ async def request_export(conn: asyncpg.Connection, area_code: str, fmt: Format) 
 
 
 async def run_job(state: Any) -> None:
-    """Scheduled: write every export that waits."""
+    """Scheduled: write every export that waits, then delete the files of replaced ones."""
     settings = state.settings
     async with db.acquire(state.pool) as conn:
         await run_pending(
             conn, Path(settings.data_dir), base_url=settings.base_url, timezone=settings.timezone
         )
+        await expire(conn, Path(settings.data_dir))
+
+
+async def expire(conn: asyncpg.Connection, data_dir: Path, keep_seconds: float = KEEP_SECONDS) -> int:
+    """Mark the exports replaced more than `keep_seconds` ago expired and delete their files
+    (after the commit: a crash in between leaves a file, never a ready row without one); then
+    delete files in DATA_DIR/exports that no ready export names and nobody has written for
+    STALE_SECONDS (a writer's file is renamed into place just before its row says ready).
+    Returns how many files were deleted."""
+    async with conn.transaction():
+        gone = [row["path"] async for row in db.queries.expire_export_files(conn, keep_seconds=keep_seconds)]
+    ready = {row["path"] async for row in db.queries.list_ready_export_paths(conn)}
+    return await asyncio.to_thread(_delete, data_dir, gone, ready)
+
+
+def _delete(data_dir: Path, gone: list[str], ready: set[str]) -> int:
+    deleted = 0
+    for relative in gone:
+        with contextlib.suppress(FileNotFoundError):
+            (data_dir / relative).unlink()
+            deleted += 1
+    folder = data_dir / "exports"
+    if not folder.is_dir():
+        return deleted
+    old = datetime.datetime.now().timestamp() - STALE_SECONDS
+    for path in folder.iterdir():
+        name = f"exports/{path.name}"
+        if path.name.startswith(".") or name in ready or not path.is_file():
+            continue  # a run's temporary file (removed by its own run), or a ready export
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < old:
+                path.unlink()
+                deleted += 1
+                log.info("deleted %s, which no ready export names", name)
+    return deleted
 
 
 async def run_pending(

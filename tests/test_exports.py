@@ -285,3 +285,44 @@ async def test_a_failed_run_says_so_and_a_run_silent_for_an_hour_is_taken_over(
     done = await exports.get_export(conn, second.id)
     assert done is not None and done.status == "ready" and done.rows == {"shops": 10}
     assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == [f"{second.id}.jsonl.gz"]
+
+
+async def test_a_replaced_export_is_deleted_a_week_later_and_its_download_says_so(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await seed_district(conn, shops=10, seed=SEED, today=DAY)
+    first = (await _post(client, area_code=DISTRICT_CODE, format="jsonl")).json()
+    await exports.run_pending(conn, tmp_path)
+    # a day later a new export is made, not the old one handed out
+    await conn.execute("UPDATE export_file SET finished_at = finished_at - interval '2 days'")
+    second = (await _post(client, area_code=DISTRICT_CODE, format="jsonl")).json()
+    assert second["id"] != first["id"]
+    await exports.run_pending(conn, tmp_path)
+    old_file = tmp_path / "exports" / f"{first['id']}.jsonl.gz"
+    new_file = tmp_path / "exports" / f"{second['id']}.jsonl.gz"
+    folder = tmp_path / "exports"
+    stray, recent, temporary = folder / "left-by-a-crash.zip", folder / "just-written.zip", folder / ".x.part"
+    for path in (stray, recent, temporary):
+        path.write_bytes(b"x")
+    os.utime(stray, (0, 0))
+    os.utime(temporary, (0, 0))
+
+    # within the week both stay, and the old link still works
+    assert await exports.expire(conn, tmp_path) == 1  # only the stray file
+    assert old_file.is_file() and new_file.is_file() and not stray.exists()
+    assert recent.exists() and temporary.exists()
+    assert (await client.get(f"/api/v1/exports/{first['id']}/download")).status_code == 200
+
+    await conn.execute(
+        "UPDATE export_file SET finished_at = finished_at - interval '8 days' WHERE id = $1", second["id"]
+    )
+    await conn.execute(
+        "UPDATE export_file SET finished_at = finished_at - interval '9 days' WHERE id = $1", first["id"]
+    )
+    assert await exports.expire(conn, tmp_path) == 1
+    assert not old_file.exists() and new_file.is_file()
+    assert (await client.get(f"/api/v1/exports/{first['id']}")).json()["status"] == "expired"
+    gone = await client.get(f"/api/v1/exports/{first['id']}/download")
+    assert gone.status_code == 410 and "newer export" in gone.json()["detail"]
+    assert (await client.get(f"/api/v1/exports/{second['id']}/download")).status_code == 200
+    assert await exports.expire(conn, tmp_path) == 0  # the newest is never replaced

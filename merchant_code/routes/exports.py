@@ -18,7 +18,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import File
 
 from merchant_code import exports
-from merchant_code.errors import Conflict, NotFound
+from merchant_code.errors import Conflict, Gone, NotFound
 
 
 class ExportIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -107,10 +107,12 @@ async def download_export(
     export_id: FromPath[str],
 ) -> Response[bytes] | File:
     """The export's file, streamed, with its SHA-256 as a strong ETag (304 on If-None-Match); 409
-    with Retry-After until it is ready."""
+    with Retry-After until it is ready; 410 once a newer export has replaced it for a week."""
     export = await _find(conn, export_id)
     if export.status == "failed":
         raise Conflict("this export failed; ask for a new one")
+    if export.status == "expired":
+        raise Gone("a newer export of this area has replaced this one and its file is deleted; ask again")
     if export.status != "ready" or export.path is None or export.sha256 is None:
         raise Conflict("this export is not ready yet", retry_after=exports.RETRY_AFTER)
     path = Path(state.settings.data_dir) / export.path

@@ -91,3 +91,25 @@ SELECT (jsonb_build_object(
 FROM shop s JOIN area a ON a.id = s.area_id LEFT JOIN shop_profile p ON p.shop_id = s.id
 WHERE a.path = :area_path OR a.path LIKE :area_path || '.%'
 ORDER BY s.id;
+
+-- name: expire_export_files(keep_seconds)
+-- Ready exports that a newer ready export of the same area and format has replaced more than
+-- keep_seconds ago: marked expired, their file paths returned (the caller deletes the files once
+-- this is committed).
+WITH old AS (
+    SELECT e.id, e.path FROM export_file e
+    WHERE e.status = 'ready'
+      AND EXISTS (
+          SELECT 1 FROM export_file n
+          WHERE n.area_id = e.area_id AND n.format = e.format AND n.status = 'ready'
+            AND n.finished_at > e.finished_at
+            AND n.finished_at < now() - make_interval(secs => :keep_seconds))
+    FOR UPDATE OF e SKIP LOCKED
+)
+UPDATE export_file e SET status = 'expired', path = NULL
+FROM old
+WHERE e.id = old.id
+RETURNING old.path;
+
+-- name: list_ready_export_paths()
+SELECT path FROM export_file WHERE status = 'ready';
