@@ -365,3 +365,25 @@ def test_the_document_describes_the_bodies_sent_as_bytes(settings: Settings) -> 
     ]:
         body = document["paths"][path][method]["responses"]["400"]["content"]["application/json"]
         assert body["schema"]["items"] == {"$ref": "#/components/schemas/Open311Error"}, (method, path)
+
+
+def test_every_write_that_takes_a_body_describes_it_as_json_and_as_a_form(settings: Settings) -> None:
+    document = create_app(settings).openapi_schema.to_schema()
+    bodiless = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method in ("post", "put", "patch") and "requestBody" not in operation
+    }
+    # logging out and cancelling a policy take nothing
+    assert bodiless == {
+        ("POST", "/api/v1/auth/logout"),
+        ("POST", "/api/v1/manage/policies/{policy_id}/cancel"),
+    }
+    filed = document["paths"]["/api/v1/inspect/shops/{code}/inspections"]["post"]["requestBody"]["content"]
+    assert filed["application/json"]["schema"]["required"] == ["kind", "result"]
+    form = filed["multipart/form-data"]["schema"]["properties"]
+    assert form["photo"]["format"] == "binary" and "5 MB" in form["photo"]["description"]
+    assert form["score"] == {"type": "number", "minimum": 0, "maximum": 100}  # a form sends no null
+    reopen = document["paths"]["/track/{number}/reopen"]["post"]["requestBody"]["content"]
+    assert set(reopen) == {"application/json", "application/x-www-form-urlencoded"}

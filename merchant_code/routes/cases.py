@@ -20,6 +20,7 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_201_CREATED
 
 from merchant_code import auth, cases, db, forms, records, uploads
+from merchant_code.bodies import body_of
 from merchant_code.errors import DomainError, InvalidInput, NotFound
 from merchant_code.profile_cache import full_profile
 from merchant_code.routes.auth import english
@@ -174,6 +175,7 @@ async def _reply(
     tags=["merchant"],
     status_code=HTTP_201_CREATED,
     request_max_body_size=uploads.MAX_REQUEST_BYTES,
+    operation_class=body_of(Reply, file_field="photo"),
 )
 async def api_merchant_reply(
     request: Request[Any, Any, Any],

@@ -17,6 +17,7 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_201_CREATED
 
 from merchant_code import access, auth, cases, db, forms, records, uploads
+from merchant_code.bodies import body_of
 from merchant_code.errors import DomainError, NotFound
 from merchant_code.routes.auth import english
 from merchant_code.routes.records import rebuild_soon
@@ -42,6 +43,7 @@ async def _file(
     tags=["complaints"],
     status_code=HTTP_201_CREATED,
     request_max_body_size=uploads.MAX_REQUEST_BYTES,
+    operation_class=body_of(records.Complaint, file_field="photo"),
 )
 async def api_complaint(
     request: Request[Any, Any, Any],
@@ -138,7 +140,13 @@ class ReopenForm(msgspec.Struct, frozen=True):
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 
 
-@post("/track/{number:str}/reopen", opt={"access": "public"}, tags=["complaints"], status_code=200)
+@post(
+    "/track/{number:str}/reopen",
+    opt={"access": "public"},
+    tags=["complaints"],
+    status_code=200,
+    operation_class=body_of(ReopenForm, form="application/x-www-form-urlencoded"),
+)
 async def track_reopen(
     request: Request[Any, Any, Any],
     state: State,

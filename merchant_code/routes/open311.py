@@ -28,7 +28,7 @@ import logging
 import math
 import re
 import secrets
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -43,6 +43,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.types import ExceptionHandlersMap
 
 from merchant_code import access, audit, auth, cases, db
+from merchant_code.bodies import body_of
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import (
     UNSTORABLE_TEXT,
@@ -457,6 +458,23 @@ def _reporter(fields: dict[str, str]) -> cases.Reporter:
     return cases.Reporter(name=" ".join(names) or None, phone=phone, email=email)
 
 
+class RequestForm(msgspec.Struct, frozen=True):
+    """A new request's arguments, as the document describes them (`_fields` reads them)."""
+
+    api_key: str
+    service_code: str
+    description: Annotated[str, msgspec.Meta(max_length=2000)]
+    address_id: str | None = None
+    lat: float | None = None
+    long: float | None = None
+    address_string: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    media_url: str | None = None
+
+
 @post(
     f"{PREFIX}/requests.json",
     opt=PUBLIC,
@@ -464,6 +482,7 @@ def _reporter(fields: dict[str, str]) -> cases.Reporter:
     status_code=201,
     exception_handlers=ERRORS,
     responses=BAD_REQUEST,
+    operation_class=body_of(RequestForm, form="application/x-www-form-urlencoded"),
 )
 async def create_request(
     request: Request[Any, Any, Any],

@@ -18,6 +18,7 @@ from litestar.response import Redirect
 from litestar.status_codes import HTTP_201_CREATED
 
 from merchant_code import access, auth, db, forms, profiles, records, uploads
+from merchant_code.bodies import body_of
 from merchant_code.errors import DomainError, InvalidInput
 from merchant_code.routes.params import PageSize
 
@@ -88,6 +89,7 @@ def _merchant_api(what: str, summary: str) -> Any:
         request_max_body_size=UPLOAD_LIMIT,
         name=f"api_submit_{what}",
         summary=summary,
+        operation_class=body_of(SUBMISSIONS[what][0], file_field="image"),
         description="JSON, or multipart/form-data with an optional `image` (JPEG, PNG or WebP, at most"
         " 5 MB). Enters as pending; counts once an inspector verifies it.",
     )
@@ -138,6 +140,7 @@ page_submit_honour = _merchant_page("honours")
     opt={"access": "merchant"},
     tags=["merchant"],
     status_code=200,
+    operation_class=body_of(records.Reply),
 )
 async def api_reply(
     request: Request[Any, Any, Any],
@@ -219,6 +222,7 @@ async def _file(
     tags=["inspect"],
     status_code=HTTP_201_CREATED,
     request_max_body_size=UPLOAD_LIMIT,
+    operation_class=body_of(records.InspectionReport, file_field="photo"),
 )
 async def api_file_inspection(
     request: Request[Any, Any, Any],
@@ -250,7 +254,13 @@ async def page_file_inspection(
     return await page_write(request, state, code, "inspection", _file(request, conn, principal, code))
 
 
-@post("/api/v1/inspect/submissions/{id:str}", opt={"access": "staff"}, tags=["inspect"], status_code=200)
+@post(
+    "/api/v1/inspect/submissions/{id:str}",
+    opt={"access": "staff"},
+    tags=["inspect"],
+    status_code=200,
+    operation_class=body_of(records.Review),
+)
 async def api_review(
     request: Request[Any, Any, Any],
     state: State,
