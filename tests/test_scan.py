@@ -155,8 +155,8 @@ async def test_each_person_gets_their_own_view(
 async def test_the_hot_path_answers_exactly_as_the_handler_does(
     client: AsyncTestClient[Any], conn: asyncpg.Connection
 ) -> None:
-    # an anonymous scan is answered by the middleware's hot path; an unknown query parameter
-    # sends the same request to the handler instead, which ignores the parameter
+    # an anonymous scan is answered by the middleware's hot path; `view=citizen` sends the same
+    # request to the handler instead, which for an anonymous caller gives the citizen view anyway
     shop_id, code = await factories.shop(conn, name="老王面馆")
     _, closed = await factories.shop(conn, status="closed")
     await factories.inspection(conn, shop_id, on=TODAY, grade="A")
@@ -171,6 +171,7 @@ async def test_the_hot_path_answers_exactly_as_the_handler_does(
         (code, "", {"accept-language": "en-US"}),
         (code, "", JSON),
         (code, "q=K1.c2lnbmF0dXJl", {}),  # as a sticker sends it
+        (code, "utm_source=poster&lang=en", {}),  # a campaign's tag is ignored
         (code, "", {"if-none-match": etag}),
         (code, "", {"if-none-match": 'W/"0-zh"'}),
         (closed, "", {}),
@@ -191,7 +192,7 @@ async def test_the_hot_path_answers_exactly_as_the_handler_does(
     seen: set[int] = set()
     for scanned, query, headers in asks:
         hot = await client.get(f"/s/{scanned}?{query}", headers=headers)
-        handler = await client.get(f"/s/{scanned}?{query}&via=handler", headers=headers)
+        handler = await client.get(f"/s/{scanned}?{query}&view=citizen", headers=headers)
         assert (hot.status_code, hot.content) == (handler.status_code, handler.content), (query, headers)
         drop = {"x-request-id", "date"}
         assert {k: v for k, v in hot.headers.items() if k not in drop} == {
@@ -200,5 +201,9 @@ async def test_the_hot_path_answers_exactly_as_the_handler_does(
         seen.add(hot.status_code)
     assert seen == {200, 304, 404, 410, 422}
     # the hot path answered with the stored answers (the closed shop's page too) and declined the
-    # revoked, unknown and malformed codes and every `via=` twin
-    assert answered == [True, False] * 10 + [False, False] * 3
+    # revoked, unknown and malformed codes and every `view=` twin
+    assert answered == [True, False] * 11 + [False, False] * 3
+    # the handler's to refuse or answer
+    for odd, status in (("lang=fr", 400), ("lang=en&lang=zh", 200), ("view=full", 400)):
+        assert (await client.get(f"/s/{code}?{odd}")).status_code == status, odd
+        assert answered[-1] is False

@@ -138,17 +138,19 @@ async def anonymous_scan(scope: Scope, send: Send) -> bool:
     straight from the cache by the identity middleware once it has applied the route's rule
     (`opt["hot_path"]`), without Litestar's per-request handler machinery (a request object,
     the signature model, the response object: a fifth of a scan's cost). False for anything
-    else (a signed-in caller, an unusual query, an invalid, unknown or revoked code): the
+    else (a signed-in caller, `?view=`, a bad `lang`, an invalid, unknown or revoked code): the
     handler below then answers, as it would have anyway."""
     if scope.get("method") != "GET" or scope["state"].get("principal") is not None:
         return False
     lang = None
     if scope["query_string"]:
+        # other parameters (the sticker's signature `q`, a campaign's tag) are ignored, as the
+        # handler ignores them; `view`, a repeated or unknown `lang` are the handler's to answer
         for key, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
-            if key == "lang" and lang is None and value in ("zh", "en"):
-                lang = value
-            elif key != "q":  # the sticker's signature, which the scan ignores
+            if key == "view" or (key == "lang" and (lang is not None or value not in ("zh", "en"))):
                 return False
+            if key == "lang":
+                lang = value
     accept = accept_language = ""
     if_none_match = None
     for header, raw_value in scope["headers"]:  # the first of each, as Litestar's headers.get
