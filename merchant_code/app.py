@@ -19,7 +19,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
-from merchant_code import __version__, access, db, migrate
+from merchant_code import __version__, access, bodies, db, migrate
 from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.flood import FloodGate
@@ -234,4 +234,5 @@ def create_app(settings: Settings) -> Litestar:
         debug=False,
     )
     access.check_routes(app)
+    bodies.document_problems(app)
     return app

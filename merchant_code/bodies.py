@@ -1,10 +1,15 @@
-"""The request bodies of the writes that read their body themselves, in the OpenAPI document.
+"""What the OpenAPI document says of bodies Litestar cannot see: the request bodies of the
+writes that read their body themselves, and the problem details every error answers with.
 
 Those writes take JSON from API clients and a form from pages and phones (`forms.read`, with an
 optional image or photo), so their handlers have no `data` parameter for Litestar to describe.
 `body_of(Struct, ...)` gives the handler an `operation_class` that adds the body: the struct's
 JSON Schema (from msgspec, the same struct the handler reads into) for `application/json`, and the
 same fields, plus the file, for the form. API clients and Schemathesis then see what to send.
+
+`document_problems(app)` replaces Litestar's default description of a 400 (its own error shape,
+which this service never sends) by what every 4xx answer really is: `application/problem+json`
+(RFC 9457) with the field at fault in `errors`. Open311's operations keep their own error format.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
+from litestar import Litestar
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Reference, RequestBody
 from litestar.openapi.spec.base import BaseSchemaObject
 
 from merchant_code import uploads
+from merchant_code.errors import Problem
 
 FormKind = Literal["multipart/form-data", "application/x-www-form-urlencoded"]
 
@@ -97,3 +104,30 @@ def body_of(
                 self.request_body = request_body
 
     return WithBody
+
+
+OWN_ERRORS = ("/open311/",)  # paths whose operations answer errors in their own documented format
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def document_problems(app: Litestar) -> None:
+    """Every operation's 4xx answers described as problem details (see the module's doc)."""
+    document = app.openapi_schema
+    if document.components.schemas is None:  # pragma: no cover - Litestar always makes it
+        document.components.schemas = {}
+    document.components.schemas["Problem"] = RawSchema(json_schema(Problem))  # type: ignore[assignment]
+    problem = OpenAPIResponse(
+        description="Refused: a problem document (RFC 9457); `errors` names the field at fault",
+        content={
+            "application/problem+json": OpenAPIMediaType(schema=Reference(ref="#/components/schemas/Problem"))
+        },
+    )
+    for path, item in (document.paths or {}).items():
+        if path.startswith(OWN_ERRORS):
+            continue
+        for method in METHODS:
+            operation: Operation | None = getattr(item, method, None)
+            if operation is None or operation.responses is None:
+                continue
+            operation.responses.pop("400", None)
+            operation.responses["4XX"] = problem

@@ -10,9 +10,8 @@ sent once per identity and must show
 
 - no 5xx;
 - a body that matches what the document declares for that status and media type (Schemathesis'
-  `response_schema_conformance`: the 2xx JSON bodies, and the Open311 error lists; the problem
-  details of the other errors are `application/problem+json`, which the document does not
-  describe, so there is nothing to hold them to);
+  `response_schema_conformance`: the 2xx JSON bodies, the problem details every other 4xx answers
+  with, and the Open311 error lists);
 - auth never ignored: on an operation whose access rule does not admit the identity, never a 2xx
   (nor a redirect anywhere but to the login page).
 
@@ -387,3 +386,19 @@ def test_every_write_that_takes_a_body_describes_it_as_json_and_as_a_form(settin
     assert form["score"] == {"type": "number", "minimum": 0, "maximum": 100}  # a form sends no null
     reopen = document["paths"]["/track/{number}/reopen"]["post"]["requestBody"]["content"]
     assert set(reopen) == {"application/json", "application/x-www-form-urlencoded"}
+
+
+def test_every_error_is_described_as_problem_details_except_open311s_own(settings: Settings) -> None:
+    document = create_app(settings).openapi_schema.to_schema()
+    assert document["components"]["schemas"]["Problem"]["required"] == ["type", "title", "status"]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            if path.startswith("/open311/"):
+                assert "4XX" not in responses, (method, path)
+                continue
+            assert "400" not in responses, (method, path)  # Litestar's shape, never sent
+            content = responses["4XX"]["content"]
+            assert content == {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            }, (method, path)
