@@ -56,22 +56,23 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
     return None
 
 
-def token_of(scope: Scope) -> tuple[str | None, bool]:
-    """(token, whether it came from the session cookie). A bearer header wins over a cookie."""
-    cookies = [value for name, value in scope.get("headers", []) if name == b"cookie"]
-    return _token(_header(scope, b"authorization"), cookies)
-
-
-def _token(authorization: str | None, cookies: list[bytes]) -> tuple[str | None, bool]:
+def token_from(authorization: str | None, cookies: list[bytes]) -> str | None:
+    """The session token of an Authorization header or, failing one, of the session cookie. A
+    bearer header wins over a cookie."""
     if authorization is not None:
         scheme, _, token = authorization.partition(" ")
-        return (token.strip() or None if scheme.lower() == "bearer" else None), False
+        return token.strip() or None if scheme.lower() == "bearer" else None
     for value in cookies:
         for part in bytes(value).decode("latin-1").split(";"):
             key, _, val = part.strip().partition("=")
             if key == COOKIE and val:
-                return val, True
-    return None, False
+                return val
+    return None
+
+
+def request_id_for(incoming: str | None) -> str:
+    """The caller's X-Request-Id if it is a sane one, else a new id."""
+    return incoming if incoming and REQUEST_ID.match(incoming) else new_request_id()
 
 
 def cross_site(scope: Scope, public_url: str | None) -> bool:
@@ -129,8 +130,7 @@ class IdentityMiddleware(ASGIMiddleware):
                 authorization = authorization or bytes(value).decode("latin-1")
             elif name == b"cookie":
                 cookies.append(value)
-        request_id = incoming if incoming and REQUEST_ID.match(incoming) else new_request_id()
-        state["request_id"] = request_id
+        state["request_id"] = request_id_for(incoming)
         app_state = scope["litestar_app"].state
         settings = app_state.settings
         state["client_address"] = client_address(scope, app_state.trusted_proxies)
@@ -141,7 +141,7 @@ class IdentityMiddleware(ASGIMiddleware):
                 await _refuse_flood(send, gate.retry_after(address))
                 return
         state["cross_site"] = cross_site(scope, settings.public_url)
-        token = _token(authorization, cookies)[0] if authorization is not None or cookies else None
+        token = token_from(authorization, cookies)
         if token and not state["cross_site"]:
             try:
                 async with app_state.pool.acquire() as conn:
@@ -163,9 +163,7 @@ async def add_request_id(message: Message, scope: Scope) -> None:
         state = scope.setdefault("state", {})
         request_id = state.get("request_id")
         if request_id is None:  # the middleware did not run: no route matched
-            incoming = _header(scope, b"x-request-id")
-            request_id = incoming if incoming and REQUEST_ID.match(incoming) else new_request_id()
-            state["request_id"] = request_id
+            state["request_id"] = request_id = request_id_for(_header(scope, b"x-request-id"))
         message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
 
 

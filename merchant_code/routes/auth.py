@@ -42,7 +42,12 @@ class Me(msgspec.Struct, frozen=True):
 
 
 def english(request: Request[Any, Any, Any], lang: str | None) -> bool:
-    return lang == "en" or (lang is None and request.headers.get("accept-language", "").startswith("en"))
+    return is_english(lang, request.headers.get("accept-language", ""))
+
+
+def is_english(lang: str | None, accept_language: str) -> bool:
+    """English for `?lang=en`, or with no `lang` for an Accept-Language that starts with en."""
+    return lang == "en" or (lang is None and accept_language.startswith("en"))
 
 
 def session_cookie(request: Request[Any, Any, Any], value: str, expires: datetime.datetime | None) -> Cookie:

@@ -25,7 +25,7 @@ from merchant_code import access, audit, auth, db, masking
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import DomainError, InvalidInput, NotFound
 from merchant_code.profile_cache import Entry, Kind, ProfileCache
-from merchant_code.routes.auth import english
+from merchant_code.routes.auth import english, is_english
 from merchant_code.views import CitizenShop, InspectorShop, MerchantShop, risk_reasons
 
 View = Literal["citizen", "merchant", "inspector"]
@@ -121,16 +121,13 @@ def citizen_response(request: Request[Any, Any, Any], entry: Entry, kind: Kind) 
     return reply(body, "application/json" if kind == "json" else HTML, headers, status)
 
 
-def kind_of(accept: str, accept_language: str, lang: str | None) -> Kind:
-    """JSON for `Accept: application/json`; else the page in English for `?lang=en` or an
-    Accept-Language starting with en; else Chinese."""
-    if "application/json" in accept:
-        return "json"
-    return "en" if lang == "en" or (lang is None and accept_language.startswith("en")) else "zh"
+def kind_of(accept: str, en: bool) -> Kind:
+    """JSON for `Accept: application/json`; else the page in English or Chinese."""
+    return "json" if "application/json" in accept else ("en" if en else "zh")
 
 
 def answer_kind(request: Request[Any, Any, Any], en: bool) -> Kind:
-    return kind_of(request.headers.get("accept", ""), "", "en" if en else "zh")
+    return kind_of(request.headers.get("accept", ""), en)
 
 
 async def anonymous_scan(scope: Scope, send: Send) -> bool:
@@ -164,7 +161,7 @@ async def anonymous_scan(scope: Scope, send: Send) -> bool:
         code = parse_shop_code(scope["path_params"]["code"])
     except InvalidInput:
         return False
-    kind = kind_of(accept, accept_language, lang)
+    kind = kind_of(accept, is_english(lang, accept_language))
     state = scope["litestar_app"].state
     async with db.acquire(state.pool) as conn:
         try:
