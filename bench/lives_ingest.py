@@ -134,8 +134,8 @@ async def main_async(args: argparse.Namespace, url: str) -> dict[str, object]:
         pulled = time.perf_counter() - started
         print(f"    {result.status} in {pulled:.1f} s: {result.counts} {result.error or ''}", flush=True)
         print("  rebuilding the touched shops' profiles ...", flush=True)
-        async with db.acquire(pool) as conn:
-            rebuilt = await profiles.drain(conn, batch=5000)
+        # as the scheduler's drain job does: on several connections at once
+        rebuilt = await profiles.drain_pool(pool)
         total = time.perf_counter() - started
     finally:
         await pool.close()

@@ -89,3 +89,24 @@ async def test_rebuild_all_does_every_shop_and_empties_the_queue(conn: asyncpg.C
     assert total == 7
     assert await conn.fetchval("SELECT count(*) FROM shop_profile") == 7
     assert await conn.fetchval("SELECT count(*) FROM profile_dirty") == 0
+
+
+async def test_draining_on_several_connections_rebuilds_each_dirty_shop_once(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    from merchant_code import db
+
+    ids = [(await factories.shop(conn, name=f"店{n}"))[0] for n in range(23)]
+    pool = await db.create_pool(db_url, max_size=6)
+    try:
+        # three connections, batches of two: they take turns on the queue and never share a shop
+        assert await profiles.drain_pool(pool, workers=3, batch=2) == 23
+    finally:
+        await pool.close()
+    assert await conn.fetchval("SELECT count(*) FROM profile_dirty") == 0
+    versions = await conn.fetch("SELECT shop_id, version FROM shop_profile ORDER BY shop_id")
+    assert [r["shop_id"] for r in versions] == sorted(ids)
+    first = versions[0]["version"]
+    assert all(r["version"] == first for r in versions)  # each rebuilt exactly once
+    answers = await conn.fetchval("SELECT count(DISTINCT shop_id) FROM citizen_answer")
+    assert answers == 23

@@ -191,7 +191,7 @@ risk AS (
         WHERE v.applies
     ) r
 ),
-docs AS (
+docs AS MATERIALIZED (
     SELECT s.id AS shop_id, s.code, s.area_path, insp.grade, insp.grade_date, risk.score, risk.reasons,
            jsonb_build_object(
                'code', s.code, 'name', s.name, 'name_en', s.name_en, 'trade', s.trade,
