@@ -1,8 +1,9 @@
 """What each audience may see of a shop. Masking is structural: the citizen struct has no field
 that could carry an owner's or a staff member's personal data, so none can leak through it.
 
-The structs mirror the documents that sql/queries/profiles.sql builds into `shop_profile`:
-`citizen_doc` -> CitizenShop, `merchant_doc` -> MerchantShop, `full_doc` -> InspectorShop.
+The structs mirror the documents that sql/queries/profiles.sql builds into `shop_profile` and
+get_full_profile composes: `citizen_doc` -> CitizenShop, `merchant_doc` (the citizen's with
+`private_doc` over it) -> MerchantShop, `full_doc` (that and the risk) -> InspectorShop.
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ async def test_the_jsonl_export_has_one_public_line_per_shop_of_the_area_and_not
     )
     await profiles.rebuild_all(conn, today=DAY)
     # the private values are in the database's other documents: the dump must leave them out
-    assert await conn.fetchval("SELECT count(*) FROM shop_profile WHERE merchant_doc::text LIKE '%SECRET-%'")
+    assert await conn.fetchval("SELECT count(*) FROM shop_profile WHERE private_doc::text LIKE '%SECRET-%'")
     inside = {
         r["code"]
         for r in await conn.fetch(

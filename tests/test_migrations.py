@@ -121,3 +121,36 @@ async def test_the_schema_refuses_a_shop_code_that_is_not_crockford(conn: asyncp
             "91310000MA1FL4B24G",
             area,
         )
+
+
+async def test_profiles_stored_whole_read_the_same_once_only_their_private_parts_are_kept(
+    empty_db_url: str,
+) -> None:
+    """0023 keeps the private parts of the stored merchant document; the merchant's and the
+    inspector's documents then read exactly as they were stored."""
+    files = migrate.load()
+    before = [m for m in files if m.name < "0023"]
+    conn = await db.connect(empty_db_url)
+    try:
+        await migrate.migrate(conn, before)
+        shop_id, code = await factories.shop(conn)
+        citizen = {"code": code, "name": "老王面馆", "grade": "B", "licences": [{"kind": "business"}],
+                   "inspections": [{"result": "pass"}], "notices": [], "open_cases": 0}
+        private = {"uscc": "91310000MA1FL1234X", "area_code": "310104", "owner_name": "王伟",
+                   "owner_phone": "13800138000", "owner_id_number": "110101199003071234",
+                   "licences": [{"kind": "business", "number": "L-1"}], "submissions": [],
+                   "honour_submissions": [], "inspections": [{"result": "pass", "score": 91}],
+                   "staff": [{"name": "李娜"}], "cases": [], "notices": [{"title": "通知"}]}
+        reasons = [{"code": "grade_c", "points": 10}]
+        merchant = citizen | private
+        full = merchant | {"risk_score": 10, "risk_reasons": reasons}
+        await conn.execute(
+            "INSERT INTO shop_profile (shop_id, code, citizen_doc, merchant_doc, full_doc, risk_score,"
+            " risk_reasons) VALUES ($1, $2, $3, $4, $5, 10, $6)",
+            shop_id, code, citizen, merchant, full, reasons,
+        )
+        assert await migrate.migrate(conn) == [m.name for m in files if m.name >= "0023"]
+        row = await db.queries.get_full_profile(conn, code=code)
+        assert (row["citizen_doc"], row["merchant_doc"], row["full_doc"]) == (citizen, merchant, full)
+    finally:
+        await conn.close()

@@ -6,7 +6,7 @@ import datetime
 
 import asyncpg
 
-from merchant_code import profiles
+from merchant_code import db, profiles
 from tests import factories
 
 TODAY = datetime.date.today()
@@ -78,8 +78,13 @@ async def test_the_portrait_has_every_part_and_the_risk_says_why(conn: asyncpg.C
     assert set(doc["freshness"]) >= {"shop", "licences", "inspections", "reviews"}
     # the citizen document has no personal data; the merchant and full documents add it
     assert "owner_name" not in doc and "staff" not in doc
-    assert row["merchant_doc"]["owner_name"] == "王伟"
-    assert row["full_doc"]["risk_score"] == 70 and "risk_score" not in row["merchant_doc"]
+    read = await db.queries.get_full_profile(conn, code=row["code"])
+    assert read["citizen_doc"] == doc
+    assert read["merchant_doc"]["owner_name"] == "王伟" and read["merchant_doc"]["grade"] == "C"
+    assert read["full_doc"]["risk_score"] == 70 and "risk_score" not in read["merchant_doc"]
+    assert {r["code"] for r in read["full_doc"]["risk_reasons"]} == set(reasons)
+    # the private inspections (with scores and summaries) replace the citizen's shorter list
+    assert "score" in read["merchant_doc"]["inspections"][0] and "score" not in doc["inspections"][0]
 
 
 async def test_rebuild_all_does_every_shop_and_empties_the_queue(conn: asyncpg.Connection) -> None:
@@ -94,8 +99,6 @@ async def test_rebuild_all_does_every_shop_and_empties_the_queue(conn: asyncpg.C
 async def test_draining_on_several_connections_rebuilds_each_dirty_shop_once(
     db_url: str, conn: asyncpg.Connection
 ) -> None:
-    from merchant_code import db
-
     ids = [(await factories.shop(conn, name=f"店{n}"))[0] for n in range(23)]
     pool = await db.create_pool(db_url, max_size=6)
     try:

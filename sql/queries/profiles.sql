@@ -1,7 +1,8 @@
 -- name: rebuild_profiles(ids, today)$
 -- One statement for any number of shops: every part of the portrait is aggregated per shop from
--- its own table (each read by its shop_id index), then the three audience documents are built
--- and upserted with the version raised. Returns how many profiles were written.
+-- its own table (each read by its shop_id index), then the citizen document and the private parts
+-- (which the merchant's and the inspector's documents lay over it when read) are built and
+-- upserted with the version raised. Returns how many profiles were written.
 WITH s AS (
     SELECT s.id, s.code, s.uscc, s.name, s.name_en, s.trade, t.name AS trade_name, t.name_en AS trade_name_en,
            t.food, a.code AS area_code, a.name AS area_name, a.path AS area_path, s.address, s.lat, s.lon,
@@ -244,16 +245,14 @@ docs AS MATERIALIZED (
     JOIN risk ON risk.shop_id = s.id
 ),
 written AS (
-    INSERT INTO shop_profile AS p (shop_id, code, area_path, citizen_doc, merchant_doc, full_doc, grade,
+    INSERT INTO shop_profile AS p (shop_id, code, area_path, citizen_doc, private_doc, grade,
                                    grade_date, risk_score, risk_reasons, freshness, rebuilt_at)
-    SELECT d.shop_id, d.code, d.area_path, d.citizen,
-           d.citizen || d.private,
-           d.citizen || d.private || jsonb_build_object('risk_score', d.score, 'risk_reasons', d.reasons),
+    SELECT d.shop_id, d.code, d.area_path, d.citizen, d.private,
            d.grade, d.grade_date, d.score, d.reasons, d.citizen -> 'freshness', now()
     FROM docs d
     ON CONFLICT (shop_id) DO UPDATE SET
         code = excluded.code, area_path = excluded.area_path,
-        citizen_doc = excluded.citizen_doc, merchant_doc = excluded.merchant_doc, full_doc = excluded.full_doc,
+        citizen_doc = excluded.citizen_doc, private_doc = excluded.private_doc,
         grade = excluded.grade, grade_date = excluded.grade_date, risk_score = excluded.risk_score,
         risk_reasons = excluded.risk_reasons, freshness = excluded.freshness, rebuilt_at = now(),
         version = p.version + 1, change_seq = nextval('profile_change_seq')
@@ -283,7 +282,11 @@ DELETE FROM profile_dirty WHERE shop_id = ANY(:ids::bigint[]);
 
 -- name: get_full_profile(code)^
 -- For a signed-in person: the documents they might be allowed, with what the access check needs.
-SELECT shop_id, version, area_path, citizen_doc, merchant_doc, full_doc FROM shop_profile WHERE code = :code;
+-- The merchant's is the citizen's with the private parts laid over it; the inspector's adds the risk.
+SELECT shop_id, version, area_path, citizen_doc, citizen_doc || private_doc AS merchant_doc,
+       citizen_doc || private_doc || jsonb_build_object('risk_score', risk_score, 'risk_reasons', risk_reasons)
+         AS full_doc
+FROM shop_profile WHERE code = :code;
 
 -- name: get_shop_id_by_code(code)$
 SELECT id FROM shop WHERE code = :code;
