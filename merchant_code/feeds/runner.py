@@ -171,19 +171,25 @@ async def store(conn: asyncpg.Connection, source_id: int, source: str, run_id: i
         if s is None:
             rejects.append(Reject(_raw(r), "no shop in the register matches this business", r.external_id))
     if known:
+        # one row per business id (the last the page gives), so one statement touches each once
+        learned = {r.match.business_id or r.external_id: (s, w) for r, s, w in known}
         rows = [
             row["inserted"]
             async for row in db.queries.upsert_shop_map(
                 conn,
                 source_id=source_id,
-                business_ids=[r.match.business_id or r.external_id for r, _, _ in known],
-                shop_ids=[s for _, s, _ in known],
-                matched_bys=[w for _, _, w in known],
+                business_ids=list(learned),
+                shop_ids=[s for s, _ in learned.values()],
+                matched_bys=[w for _, w in learned.values()],
             )
         ]
         _count(counts, rows, len(known))
-        # records later on this page may name the businesses just learned
-        shops = await _resolve(conn, source_id, records)
+        # records later on this page may name the businesses just learned: the mapping comes
+        # first in resolve_shops, so for them it now gives these shops (the rest is unchanged)
+        shops = [
+            (learned[r.match.business_id][0], "business_id") if r.match.business_id in learned else found
+            for r, found in zip(records, shops, strict=True)
+        ]
 
     grouped: dict[type, list[tuple[Any, int | None]]] = {}
     for record, (shop_id, _) in zip(records, shops, strict=True):
