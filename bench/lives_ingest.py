@@ -9,9 +9,10 @@ time counts everything a pull does: parsing, matching, upserts, quarantine, curs
 and rebuilding the profiles of every touched shop. The baseline is `copy_records_to_table` of the
 same inspection and violation rows into bare tables, in the same process and database. Reports
 rows per second of both, their ratio (target: the service at no less than a fifth of the bare
-rate) and the peak resident memory of this process (the service's side). Then it times a bare
-`copy_records_to_table` of what the rebuild wrote (the touched shops' profile documents and
-their three citizen answers each): the best ratio any rebuild that stores those could reach.
+rate) and the peak resident memory of this process (the service's side). Then it times writing
+again, into bare tables, just what the rebuild wrote (the touched shops' profile documents, inside
+the server, and their three citizen answers each, by COPY): an estimate of the best ratio any
+rebuild that stores those could reach.
 Appends to bench/results/lives_ingest.jsonl.
 """
 
@@ -94,13 +95,15 @@ async def baseline(url: str, ins_rows: list[tuple], vio_rows: list[tuple]) -> fl
 
 
 async def rebuild_floor(url: str, shops: int, chunk: int = 50_000) -> float:
-    """Seconds for `copy_records_to_table` of just what the rebuild of the touched shops writes
-    (each profile's stored documents and its three citizen answers, as the rebuild left them)
-    into bare tables: a floor under any rebuild that stores these, however it computes them."""
+    """Seconds to write again, bare, just what the rebuild of the touched shops wrote: each
+    profile's stored documents copied inside the server (as the rebuild's INSERT ... SELECT
+    writes them) and its three citizen answers sent with `copy_records_to_table` (as the rebuild
+    sends its rendered bytes), into bare tables. An estimate of the floor under any rebuild that
+    stores these, however it computes them."""
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
-            "CREATE TEMP TABLE bare_profile (shop_id bigint, citizen_doc text, private_doc text);"
+            "CREATE TEMP TABLE bare_profile (shop_id bigint, citizen_doc jsonb, private_doc jsonb);"
             "CREATE TEMP TABLE bare_answer (code text, kind text, body bytea)"
         )
         seconds, after, done = 0.0, 0, 0
@@ -113,16 +116,17 @@ async def rebuild_floor(url: str, shops: int, chunk: int = 50_000) -> float:
             ]
             if not ids:
                 break
-            profiles_rows = await conn.fetch(
-                "SELECT shop_id, citizen_doc::text, private_doc::text FROM shop_profile"
+            answers = await conn.fetch(  # by the answers' key (code, kind), as the rebuild writes them
+                "SELECT a.code, a.kind, a.body FROM shop s JOIN citizen_answer a ON a.code = s.code"
+                " WHERE s.id = ANY($1::bigint[])",
+                ids,
+            )
+            started = time.perf_counter()
+            await conn.execute(
+                "INSERT INTO bare_profile SELECT shop_id, citizen_doc, private_doc FROM shop_profile"
                 " WHERE shop_id = ANY($1::bigint[])",
                 ids,
             )
-            answers = await conn.fetch(
-                "SELECT code, kind, body FROM citizen_answer WHERE shop_id = ANY($1::bigint[])", ids
-            )
-            started = time.perf_counter()
-            await conn.copy_records_to_table("bare_profile", records=profiles_rows)
             await conn.copy_records_to_table("bare_answer", records=answers)
             seconds += time.perf_counter() - started
             after, done = ids[-1], done + len(ids)
@@ -180,7 +184,7 @@ async def main_async(args: argparse.Namespace, url: str) -> dict[str, object]:
     finally:
         await pool.close()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("  floor: a bare COPY of what the rebuild wrote ...", flush=True)
+    print("  floor: what the rebuild wrote, written again into bare tables ...", flush=True)
     floor_s = await rebuild_floor(url, len(usccs))
     service_rate = rows / total
     bare_rate = rows / bare_s
@@ -201,9 +205,10 @@ async def main_async(args: argparse.Namespace, url: str) -> dict[str, object]:
         "target_at_least": 0.2,
         "pass": result.status == "ok" and service_rate / bare_rate >= 0.2,
         "peak_rss_mb": round(peak_mb),
-        # the bare COPY of only the rebuilt profiles and answers: while this alone takes longer than
-        # five times the bare COPY of the feed's rows, no rebuild that stores them can reach 0.2
-        "rebuild_output_copy_seconds": round(floor_s, 2),
+        # writing again, bare, only the rebuilt profiles and answers (an estimate of the floor): while
+        # this alone takes longer than five times the bare COPY of the feed's rows, no rebuild that
+        # stores them can reach 0.2
+        "rebuild_output_write_seconds": round(floor_s, 2),
         "best_possible_ratio_with_rebuild": round(bare_s / floor_s, 3) if floor_s else None,
     }
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,12 +17,12 @@ from typing import Any
 import asyncpg
 
 from merchant_code import db, rendering
-from merchant_code.settings import Settings
+from merchant_code.settings import Settings, cores
 
 BATCH = 2000
 # connections that drain at once: the SQL of one batch runs in PostgreSQL while this process renders
 # another's answers, and PostgreSQL runs each connection's SQL on a core of its own
-DRAIN_WORKERS = max(2, min(4, len(os.sched_getaffinity(0))))
+DRAIN_WORKERS = max(2, min(4, cores()))
 # the base of the URLs in a page's JSON-LD when the caller names none (the settings' default)
 DEFAULT_BASE = Settings().base_url
 
@@ -82,16 +81,25 @@ async def drain_pool(
     today: datetime.date | None = None,
     base: str | None = None,
 ) -> int:
-    """`drain` on `workers` connections of the pool at once (each claims its own batches, SKIP
-    LOCKED), at most half the pool so requests still get connections; returns how many profiles
-    were rebuilt."""
+    """`drain` on several connections of the pool at once when the queue is long: one batch is
+    taken first, and only when it was full do `workers` connections (at most half the pool, so
+    requests still get theirs) drain the rest, each claiming its own batches (SKIP LOCKED). If one
+    fails the others are cancelled, so none is left holding a connection. Returns how many
+    profiles were rebuilt."""
+    async with db.acquire(pool) as conn, conn.transaction():
+        ids: list[int] = await db.queries.claim_dirty_profiles(conn, batch=batch)
+        first = await rebuild(conn, ids, today, base)
+    if len(ids) < batch:
+        return first
     workers = max(1, min(workers, pool.get_max_size() // 2))
 
     async def one() -> int:
         async with db.acquire(pool) as conn:
             return await drain(conn, batch, today, base)
 
-    return sum(await asyncio.gather(*(one() for _ in range(workers))))
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one()) for _ in range(workers)]
+    return first + sum(task.result() for task in tasks)
 
 
 async def rebuild_all(
@@ -109,8 +117,10 @@ async def rebuild_all(
         if not ids:
             break
         async with conn.transaction():
-            total += await rebuild(conn, ids, today, base)
+            # off the queue first: a drain that holds some of these waits for this transaction
+            # instead of the two waiting on each other's rows
             await db.queries.clear_dirty_profiles(conn, ids=ids)
+            total += await rebuild(conn, ids, today, base)
         after = ids[-1]
         if progress is not None and total % (batch * 20) == 0:
             progress(f"  {total} profiles rebuilt")

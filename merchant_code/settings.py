@@ -6,6 +6,7 @@ into `create_app(settings)`.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -20,6 +21,11 @@ NOT_SETTINGS = frozenset({"TEST_DATABASE_URL", "CHROMIUM", "FUZZ_EXAMPLES"})
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Count = Annotated[int, msgspec.Meta(ge=1, le=512)]
+
+
+def cores() -> int:
+    """The cores this process may run on (a container may allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class SettingsError(Exception):

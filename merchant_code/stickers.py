@@ -37,7 +37,7 @@ import segno
 from merchant_code import db, qr
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import InvalidInput, NotFound, StartupError
-from merchant_code.settings import Settings
+from merchant_code.settings import Settings, cores
 
 log = logging.getLogger("merchant_code")
 
@@ -286,11 +286,6 @@ def _meet(barrier: Any) -> None:
 def _render_chunk(job: tuple[str, int, list[tuple[int, list[Cell]]]]) -> tuple[int, list[tuple[int, bytes]]]:
     title, pages, items = job
     return os.getpid(), [(number, sheet_page_svg(cells, number, pages, title)) for number, cells in items]
-
-
-def cores() -> int:
-    """The cores this process may run on (a container may allow fewer than the machine has)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def render_sheet(cells: list[Cell], title: str, workers: int | None = None) -> tuple[bytes, int]:

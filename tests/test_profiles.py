@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import asyncpg
+import pytest
 
 from merchant_code import db, profiles
 from tests import factories
@@ -113,3 +115,29 @@ async def test_draining_on_several_connections_rebuilds_each_dirty_shop_once(
     assert all(r["version"] == first for r in versions)  # each rebuilt exactly once
     answers = await conn.fetchval("SELECT count(DISTINCT shop_id) FROM citizen_answer")
     assert answers == 23
+
+
+async def test_a_drain_that_fails_stops_the_others_and_gives_back_every_connection(
+    db_url: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(12):
+        await factories.shop(conn, name=f"店{n}")
+    real, calls = profiles.rebuild, []
+
+    async def failing(*args: Any, **kwargs: Any) -> int:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("the database went away")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(profiles, "rebuild", failing)
+    pool = await db.create_pool(db_url, max_size=6)
+    try:
+        with pytest.raises(ExceptionGroup):
+            await profiles.drain_pool(pool, workers=3, batch=2)
+        assert pool.get_idle_size() == pool.get_size()  # no drain left running on a connection
+    finally:
+        await pool.close()
+    # the failed batch went back on the queue; nothing was lost
+    rebuilt = await conn.fetchval("SELECT count(*) FROM shop_profile")
+    assert rebuilt + await conn.fetchval("SELECT count(*) FROM profile_dirty") == 12
