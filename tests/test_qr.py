@@ -38,8 +38,12 @@ XUHUI = "https://hsm.xuhui.gov.cn"
 # --- decoding what was drawn ---------------------------------------------------------------
 
 
+# only QR symbols: a run of modules can also read as a short 1D code (ITF "3359")
+QR_ONLY = zxingcpp.BarcodeFormat.QRCode
+
+
 def decode_png(data: bytes) -> list[str]:
-    return [b.text for b in zxingcpp.read_barcodes(Image.open(io.BytesIO(data)))]
+    return [b.text for b in zxingcpp.read_barcodes(Image.open(io.BytesIO(data)), formats=QR_ONLY)]
 
 
 def _raster(path_d: str, px: int = 4) -> Image.Image:
@@ -67,8 +71,8 @@ def decode_svg(data: bytes) -> list[str]:
     """Every QR of an SVG (a sticker, a poster, a sheet page), decoded one by one."""
     texts = []
     for path_d in re.findall(rb'<path class="qrline"[^>]* d="([^"]+)"', data):
-        found = zxingcpp.read_barcodes(_raster(path_d.decode()))
-        assert len(found) == 1
+        found = zxingcpp.read_barcodes(_raster(path_d.decode()), formats=QR_ONLY)
+        assert len(found) == 1, [(b.text, b.format) for b in found]
         texts.append(found[0].text)
     return texts
 
