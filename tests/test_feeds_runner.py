@@ -301,3 +301,35 @@ async def test_the_scheduled_pull_runs_a_source_once_per_interval_whatever_the_w
         runner.run_source = original  # type: ignore[assignment]
         await pool.close()
     assert calls == ["registry"]
+
+
+async def test_a_slow_parse_does_not_stop_the_workers_other_work(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    """A large feed takes seconds to parse; the worker that pulls it keeps serving meanwhile."""
+    import time
+
+    await source(conn)
+    mod = fake([Parsed(records=[inspection(1)], rejects=[])])
+    pure_parse = mod.parse
+
+    def slow_parse(page: Page, config: Config) -> Parsed:
+        time.sleep(1.0)  # stands for half a minute of CSV on a million-row zip
+        return pure_parse(page, config)
+
+    mod.parse = slow_parse  # type: ignore[attr-defined]
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:  # stands for the requests this worker serves
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            gaps.append(time.perf_counter() - before)
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        result = await run(db_url, mod)
+    finally:
+        beating.cancel()
+    assert result.status == "ok", result.error
+    assert len(gaps) > 50 and max(gaps) < 0.3  # never held up for the parse's whole second

@@ -141,3 +141,38 @@ async def test_a_drain_that_fails_stops_the_others_and_gives_back_every_connecti
     # the failed batch went back on the queue; nothing was lost
     rebuilt = await conn.fetchval("SELECT count(*) FROM shop_profile")
     assert rebuilt + await conn.fetchval("SELECT count(*) FROM profile_dirty") == 12
+
+
+async def test_rendering_a_batch_does_not_stop_the_workers_other_work(
+    conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answers of a batch take a quarter of a second to render; the worker keeps serving."""
+    import asyncio
+    import time
+
+    from merchant_code import rendering
+
+    for n in range(30):
+        await factories.shop(conn, name=f"店{n}")
+    real = rendering.citizen_answers
+
+    def slow(doc: str | bytes, base: str) -> rendering.Answers:
+        time.sleep(0.02)  # 30 shops: 0.6 s in all
+        return real(doc, base)
+
+    monkeypatch.setattr(rendering, "citizen_answers", slow)
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:  # stands for the requests this worker serves
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            gaps.append(time.perf_counter() - before)
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        assert await profiles.drain(conn) == 30
+    finally:
+        beating.cancel()
+    assert len(gaps) > 30 and max(gaps) < 0.3
+    assert await conn.fetchval("SELECT count(*) FROM citizen_answer") == 90

@@ -122,7 +122,10 @@ async def run_source(
                 async with asyncio.timeout(deadline):
                     while True:
                         page = await mod.fetch(client, config, cursor)
-                        parsed: Parsed = mod.parse(page, config)
+                        # parse is pure and may take seconds on a large feed (a million-row LIVES
+                        # zip: about half a minute): in a thread, so this worker's requests and
+                        # other jobs go on being served meanwhile
+                        parsed: Parsed = await asyncio.to_thread(mod.parse, page, config)
                         async with conn.transaction():
                             counts = await store(conn, source["id"], source["name"], run_id, parsed)
                             await db.queries.set_feed_cursor(conn, id=source["id"], cursor=page.next_cursor)
