@@ -17,6 +17,7 @@ from merchant_code import db
 from merchant_code.feeds import runner
 from merchant_code.feeds.base import InspectionRecord, Match, Page, Parsed, Reject, ShopRecord, Violation
 from tests import factories
+from tests.heartbeat import heartbeat
 
 DAY = datetime.date(2026, 5, 1)
 T1 = datetime.datetime(2026, 5, 2, tzinfo=datetime.UTC)
@@ -318,18 +319,7 @@ async def test_a_slow_parse_does_not_stop_the_workers_other_work(
         return pure_parse(page, config)
 
     mod.parse = slow_parse  # type: ignore[attr-defined]
-    gaps: list[float] = []
-
-    async def heartbeat() -> None:  # stands for the requests this worker serves
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(0.01)
-            gaps.append(time.perf_counter() - before)
-
-    beating = asyncio.create_task(heartbeat())
-    try:
+    async with heartbeat() as gaps:
         result = await run(db_url, mod)
-    finally:
-        beating.cancel()
     assert result.status == "ok", result.error
     assert len(gaps) > 50 and max(gaps) < 0.3  # never held up for the parse's whole second

@@ -10,6 +10,7 @@ import pytest
 
 from merchant_code import db, profiles
 from tests import factories
+from tests.heartbeat import heartbeat
 
 TODAY = datetime.date.today()
 DAY = datetime.timedelta(days=1)
@@ -147,7 +148,6 @@ async def test_rendering_a_batch_does_not_stop_the_workers_other_work(
     conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The answers of a batch take a quarter of a second to render; the worker keeps serving."""
-    import asyncio
     import time
 
     from merchant_code import rendering
@@ -161,18 +161,7 @@ async def test_rendering_a_batch_does_not_stop_the_workers_other_work(
         return real(doc, base)
 
     monkeypatch.setattr(rendering, "citizen_answers", slow)
-    gaps: list[float] = []
-
-    async def heartbeat() -> None:  # stands for the requests this worker serves
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(0.01)
-            gaps.append(time.perf_counter() - before)
-
-    beating = asyncio.create_task(heartbeat())
-    try:
+    async with heartbeat() as gaps:
         assert await profiles.drain(conn) == 30
-    finally:
-        beating.cancel()
     assert len(gaps) > 30 and max(gaps) < 0.3
     assert await conn.fetchval("SELECT count(*) FROM citizen_answer") == 90
