@@ -71,11 +71,21 @@ async def drain(
     """Rebuild every profile marked dirty, a batch per transaction; returns how many."""
     total = 0
     while True:
-        async with conn.transaction():
-            ids: list[int] = await db.queries.claim_dirty_profiles(conn, batch=batch)
-            total += await rebuild(conn, ids, today, base)
-        if len(ids) < batch:
+        rebuilt, more = await _one_batch(conn, batch, today, base)
+        total += rebuilt
+        if not more:
             return total
+
+
+async def _one_batch(
+    conn: asyncpg.Connection, batch: int, today: datetime.date | None, base: str | None
+) -> tuple[int, bool]:
+    """Take up to `batch` shops off the queue and rebuild them, in one transaction: (how many,
+    whether the batch was full, so more may wait)."""
+    async with conn.transaction():
+        ids: list[int] = await db.queries.claim_dirty_profiles(conn, batch=batch)
+        rebuilt = await rebuild(conn, ids, today, base)
+    return rebuilt, len(ids) == batch
 
 
 async def drain_pool(
@@ -90,10 +100,9 @@ async def drain_pool(
     requests still get theirs) drain the rest, each claiming its own batches (SKIP LOCKED). If one
     fails the others are cancelled, so none is left holding a connection. Returns how many
     profiles were rebuilt."""
-    async with db.acquire(pool) as conn, conn.transaction():
-        ids: list[int] = await db.queries.claim_dirty_profiles(conn, batch=batch)
-        first = await rebuild(conn, ids, today, base)
-    if len(ids) < batch:
+    async with db.acquire(pool) as conn:
+        first, more = await _one_batch(conn, batch, today, base)
+    if not more:
         return first
     workers = max(1, min(workers, pool.get_max_size() // 2))
 
