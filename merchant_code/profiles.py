@@ -43,7 +43,10 @@ async def render(conn: asyncpg.Connection, shop_ids: list[int], base: str) -> No
     """Render the citizen answers of these profiles into `citizen_answer`, one row per kind. The
     templates run in a thread (a batch takes a quarter of a second), so the worker's requests
     go on being served meanwhile."""
-    docs = [tuple(row) async for row in db.queries.list_citizen_docs(conn, ids=shop_ids)]
+    docs = [
+        (row["shop_id"], row["code"], row["version"], row["doc"])
+        async for row in db.queries.list_citizen_docs(conn, ids=shop_ids)
+    ]
     columns = await asyncio.to_thread(_answer_rows, docs, base)
     await db.queries.store_citizen_answers(conn, **columns)
 

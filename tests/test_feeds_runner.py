@@ -17,7 +17,7 @@ from merchant_code import db
 from merchant_code.feeds import runner
 from merchant_code.feeds.base import InspectionRecord, Match, Page, Parsed, Reject, ShopRecord, Violation
 from tests import factories
-from tests.heartbeat import heartbeat
+from tests.heartbeat import busy, heartbeat
 
 DAY = datetime.date(2026, 5, 1)
 T1 = datetime.datetime(2026, 5, 2, tzinfo=datetime.UTC)
@@ -308,18 +308,16 @@ async def test_a_slow_parse_does_not_stop_the_workers_other_work(
     db_url: str, conn: asyncpg.Connection
 ) -> None:
     """A large feed takes seconds to parse; the worker that pulls it keeps serving meanwhile."""
-    import time
-
     await source(conn)
     mod = fake([Parsed(records=[inspection(1)], rejects=[])])
     pure_parse = mod.parse
 
     def slow_parse(page: Page, config: Config) -> Parsed:
-        time.sleep(1.0)  # stands for half a minute of CSV on a million-row zip
+        busy(1.5)  # stands for half a minute of CSV on a million-row zip
         return pure_parse(page, config)
 
     mod.parse = slow_parse  # type: ignore[attr-defined]
     async with heartbeat() as gaps:
         result = await run(db_url, mod)
     assert result.status == "ok", result.error
-    assert len(gaps) > 50 and max(gaps) < 0.3  # never held up for the parse's whole second
+    assert len(gaps) >= 5 and max(gaps) < 0.5  # never held up for the parse's second and a half

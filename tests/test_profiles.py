@@ -10,7 +10,7 @@ import pytest
 
 from merchant_code import db, profiles
 from tests import factories
-from tests.heartbeat import heartbeat
+from tests.heartbeat import busy, heartbeat
 
 TODAY = datetime.date.today()
 DAY = datetime.timedelta(days=1)
@@ -148,8 +148,6 @@ async def test_rendering_a_batch_does_not_stop_the_workers_other_work(
     conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The answers of a batch take a quarter of a second to render; the worker keeps serving."""
-    import time
-
     from merchant_code import rendering
 
     for n in range(30):
@@ -157,11 +155,11 @@ async def test_rendering_a_batch_does_not_stop_the_workers_other_work(
     real = rendering.citizen_answers
 
     def slow(doc: str | bytes, base: str) -> rendering.Answers:
-        time.sleep(0.02)  # 30 shops: 0.6 s in all
+        busy(0.05)  # 30 shops: 1.5 s in all
         return real(doc, base)
 
     monkeypatch.setattr(rendering, "citizen_answers", slow)
     async with heartbeat() as gaps:
         assert await profiles.drain(conn) == 30
-    assert len(gaps) > 30 and max(gaps) < 0.3
+    assert len(gaps) >= 5 and max(gaps) < 0.5  # never held up for the batch's second and a half
     assert await conn.fetchval("SELECT count(*) FROM citizen_answer") == 90

@@ -124,7 +124,8 @@ async def run_source(
                         page = await mod.fetch(client, config, cursor)
                         # parse is pure and may take seconds on a large feed (a million-row LIVES
                         # zip: about half a minute): in a thread, so this worker's requests and
-                        # other jobs go on being served meanwhile
+                        # other jobs go on being served meanwhile. At the deadline the run stops
+                        # waiting and fails; the thread finishes its parse and it is thrown away
                         parsed: Parsed = await asyncio.to_thread(mod.parse, page, config)
                         async with conn.transaction():
                             counts = await store(conn, source["id"], source["name"], run_id, parsed)
