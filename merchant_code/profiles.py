@@ -23,6 +23,9 @@ BATCH = 2000
 # connections that drain at once: the SQL of one batch runs in PostgreSQL while this process renders
 # another's answers, and PostgreSQL runs each connection's SQL on a core of its own
 DRAIN_WORKERS = max(2, min(4, cores()))
+# seconds of rendering before the event loop gets a turn: the longest a request to this worker
+# waits on a rebuild's templates
+SLICE = 0.05
 # the base of the URLs in a page's JSON-LD when the caller names none (the settings' default)
 DEFAULT_BASE = Settings().base_url
 
@@ -40,32 +43,27 @@ async def rebuild(
 
 
 async def render(conn: asyncpg.Connection, shop_ids: list[int], base: str) -> None:
-    """Render the citizen answers of these profiles into `citizen_answer`, one row per kind. The
-    templates run in a thread (a batch takes a quarter of a second), so the worker's requests
-    go on being served meanwhile."""
-    docs = [
-        (row["shop_id"], row["code"], row["version"], row["doc"])
-        async for row in db.queries.list_citizen_docs(conn, ids=shop_ids)
-    ]
-    columns = await asyncio.to_thread(_answer_rows, docs, base)
-    await db.queries.store_citizen_answers(conn, **columns)
-
-
-def _answer_rows(docs: list[tuple[Any, ...]], base: str) -> dict[str, list[Any]]:
-    """(shop_id, code, version, citizen_doc) rows -> store_citizen_answers' columns."""
+    """Render the citizen answers of these profiles into `citizen_answer`, one row per kind.
+    A batch takes a quarter of a second of templates: the loop gets a turn after every SLICE of
+    it, so the worker's requests go on being served meanwhile. (Rendering in a thread, or in
+    slices of 5 ms, made the rebuild 10-15% slower; slices of 50 ms cost nothing measurable.)"""
     columns: dict[str, list[Any]] = {
         name: [] for name in ("codes", "kinds", "shop_ids", "versions", "statuses", "bodies")
     }
-    for shop_id, code, version, doc in docs:
-        answers = rendering.citizen_answers(doc, base)
+    turn = time.perf_counter() + SLICE
+    async for row in db.queries.list_citizen_docs(conn, ids=shop_ids):
+        answers = rendering.citizen_answers(row["doc"], base)
         for kind, body in (("json", answers.json), ("zh", answers.html_zh), ("en", answers.html_en)):
-            columns["codes"].append(code)
+            columns["codes"].append(row["code"])
             columns["kinds"].append(kind)
-            columns["shop_ids"].append(shop_id)
-            columns["versions"].append(version)
+            columns["shop_ids"].append(row["shop_id"])
+            columns["versions"].append(row["version"])
             columns["statuses"].append(answers.status)
             columns["bodies"].append(body)
-    return columns
+        if time.perf_counter() > turn:
+            await asyncio.sleep(0)
+            turn = time.perf_counter() + SLICE
+    await db.queries.store_citizen_answers(conn, **columns)
 
 
 async def drain(
