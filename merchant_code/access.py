@@ -30,7 +30,7 @@ from litestar.types import (
     Send,
 )
 
-from merchant_code import auth, flood
+from merchant_code import auth, db, flood
 from merchant_code.errors import Forbidden, NotFound, StartupError, Unauthorized, domain_problem
 
 COOKIE = "mc_session"
@@ -144,7 +144,7 @@ class IdentityMiddleware(ASGIMiddleware):
         token = token_from(authorization, cookies)
         if token and not state["cross_site"]:
             try:
-                async with app_state.pool.acquire() as conn:
+                async with db.acquire(app_state.pool, settings.acquire_seconds) as conn:
                     state["principal"] = await auth.principal_for(conn, app_state.signing_key, token)
             except Unauthorized as exc:
                 state["auth_error"] = exc.detail

@@ -19,7 +19,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
-from merchant_code import __version__, access, bodies, db, migrate
+from merchant_code import __version__, access, bodies, body_guard, db, migrate
 from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.flood import FloodGate
@@ -41,7 +41,7 @@ from merchant_code.routes import (
     shops,
     webhooks,
 )
-from merchant_code.scheduler import registered_jobs, start_scheduler
+from merchant_code.scheduler import jobs_state, registered_jobs, start_scheduler
 from merchant_code.secret import signing_key
 from merchant_code.settings import Settings
 
@@ -178,17 +178,30 @@ def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         role = await db.app_role(url)
+        # four pools, so that no kind of work can take the connections another needs: requests
+        # (one each at most), scans, the throttles counted beside a request, and background jobs
         app.state.pool = await db.create_pool(
             url, min_size=settings.pool_min, max_size=settings.pool_max, role=role
         )
+        for name, size in (
+            ("scan_pool", settings.scan_pool_max),
+            ("side_pool", settings.side_pool_max),
+            ("jobs_pool", settings.jobs_pool_max),
+        ):
+            setattr(app.state, name, await db.create_pool(url, min_size=0, max_size=size, role=role))
         await _ensure_sticker_key(app.state.pool, settings)
-        scheduler = start_scheduler(app.state, registered_jobs()) if settings.scheduler else None
+        scheduler = (
+            start_scheduler(jobs_state(app.state.jobs_pool, settings), registered_jobs())
+            if settings.scheduler
+            else None
+        )
         try:
             yield
         finally:
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
-            await app.state.pool.close()
+            for pool in (app.state.pool, app.state.scan_pool, app.state.side_pool, app.state.jobs_pool):
+                await pool.close()
 
     logging.getLogger("merchant_code").setLevel(settings.log_level.upper())
     # one line per feed request is noise; the feed runner logs each run instead
@@ -196,7 +209,8 @@ def create_app(settings: Settings) -> Litestar:
     app = Litestar(
         route_handlers=ROUTES,
         lifespan=[lifespan],
-        middleware=[access.IdentityMiddleware()],
+        # the body first: nothing is taken from the pools while a client is still sending
+        middleware=[body_guard.BodyGuard(), access.IdentityMiddleware()],
         before_send=[access.add_request_id],
         dependencies={
             "conn": Provide(db.provide_db),

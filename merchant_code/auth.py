@@ -171,8 +171,23 @@ class Session(msgspec.Struct, frozen=True):
     role: Role
 
 
+async def throttle(
+    side_pool: asyncpg.Pool, keys: list[tuple[str, int]], limit: int, minutes: int
+) -> list[int]:
+    """`begin_attempt` on a connection of the side pool, given back at once: the request's own
+    connection is in a transaction (the record must be visible and survive its failure), and a
+    second one from the request pool could wait forever behind requests that wait the same way."""
+    async with db.acquire(side_pool) as side:
+        return await begin_attempt(side, keys, limit, minutes)
+
+
+async def forget_attempts(side_pool: asyncpg.Pool, ids: list[int], forget: str | None = None) -> None:
+    async with db.acquire(side_pool) as side:
+        await attempt_succeeded(side, ids, forget=forget)
+
+
 async def log_in(
-    pool: asyncpg.Pool,
+    pools: tuple[asyncpg.Pool, asyncpg.Pool],
     *,
     key: bytes,
     settings: Settings,
@@ -181,27 +196,29 @@ async def log_in(
     client: str | None,
     request_id: str | None,
 ) -> Session:
-    """Check a login and open a session. Failures are recorded on their own connection, outside
-    any request transaction, so that refusing the login does not roll the record back."""
+    """Check a login and open a session. The attempt is recorded on the side pool, outside any
+    request transaction, so that refusing the login does not roll the record back; no connection
+    is held while the password hash is checked (argon2 is slow on purpose)."""
+    pool, side_pool = pools
     keys = attempt_keys("login", login, client)
-    async with db.acquire(pool) as conn:
-        ids = await begin_attempt(conn, keys, settings.throttle_failures, settings.throttle_minutes)
-        row = await db.queries.get_account_for_login(conn, login=login.lower())
-        ok = await verify_password_off_loop(row["password_hash"] if row else None, password)
-        if not ok or row is None or row["disabled"]:
-            raise Unauthorized(BAD_LOGIN)  # the attempt stays recorded as a failure
-        async with conn.transaction():
-            token, expires = await open_session(conn, key, row["id"], settings.token_minutes, client)
-            await audit.append(
-                conn,
-                actor=row["id"],
-                action="login",
-                object_type="account",
-                object_id=login.lower(),
-                request_id=request_id,
-            )
-        await attempt_succeeded(conn, ids, forget=keys[0][0])
-        return Session(token=token, expires_at=expires, login=login.lower(), role=row["role"])
+    async with db.acquire(side_pool, settings.acquire_seconds) as side:
+        ids = await begin_attempt(side, keys, settings.throttle_failures, settings.throttle_minutes)
+        row = await db.queries.get_account_for_login(side, login=login.lower())
+    ok = await verify_password_off_loop(row["password_hash"] if row else None, password)
+    if not ok or row is None or row["disabled"]:
+        raise Unauthorized(BAD_LOGIN)  # the attempt stays recorded as a failure
+    async with db.acquire(pool, settings.acquire_seconds) as conn, conn.transaction():
+        token, expires = await open_session(conn, key, row["id"], settings.token_minutes, client)
+        await audit.append(
+            conn,
+            actor=row["id"],
+            action="login",
+            object_type="account",
+            object_id=login.lower(),
+            request_id=request_id,
+        )
+    await forget_attempts(side_pool, ids, forget=keys[0][0])
+    return Session(token=token, expires_at=expires, login=login.lower(), role=row["role"])
 
 
 def new_claim_code() -> str:

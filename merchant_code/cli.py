@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("login")
     reset.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
 
-    feeds = sub.add_parser("feeds", help="outside sources: add, run now, status")
+    feeds = sub.add_parser("feeds", help="outside sources: add, run now, status, disable, enable, remove")
     feeds_sub = feeds.add_subparsers(dest="action", required=True)
     add = feeds_sub.add_parser("add", help="add or change a source")
     add.add_argument("name")
@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     run = feeds_sub.add_parser("run", help="pull one source (or every enabled one) now")
     run.add_argument("source", nargs="?")
     feeds_sub.add_parser("status", help="each source's last run, counts, lag and rejects")
+    for action, text in (
+        ("disable", "stop pulling a source (kept, with its history; `enable` resumes it)"),
+        ("enable", "pull a disabled source again"),
+        ("remove", "delete a source with its runs, quarantine and mapping (the records it brought stay)"),
+    ):
+        feeds_sub.add_parser(action, help=text).add_argument("source")
 
     channels = sub.add_parser(
         "channels", help="outbound channels of policy pushes (SMS or messaging gateways)"

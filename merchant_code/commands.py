@@ -12,11 +12,12 @@ import socket
 import sys
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from merchant_code import accounts, audit, db, migrate, profiles
 from merchant_code import district as seeding
-from merchant_code.errors import DomainError, StartupError
+from merchant_code.errors import DomainError, NotFound, StartupError
 from merchant_code.settings import PREFIX, Settings
 
 
@@ -394,6 +395,24 @@ async def _open311(url: str, args: argparse.Namespace) -> None:
         await conn.close()
 
 
+async def _change_source(conn: asyncpg.Connection, action: str, name: str) -> str:
+    """Disable, enable or remove a source, audited; a running pull finishes its page and stops
+    at the next tick (the scheduler's refresh drops the jobs of sources no longer enabled)."""
+    async with conn.transaction():
+        if action == "remove":
+            found = await db.queries.delete_feed_source(conn, name=name)
+            if found is not None:
+                await db.queries.delete_feed_source_row(conn, id=found)
+        else:
+            found = await db.queries.set_feed_source_enabled(conn, name=name, enabled=action == "enable")
+        if found is None:
+            raise NotFound(f"no feed source is named {name!r} (see `merchant-code feeds status`)")
+        await audit.append(
+            conn, actor=None, action=f"feed.{action}", object_type="feed_source", object_id=name
+        )
+    return f"source {name}: {action}d"
+
+
 def feeds(settings: Settings, url: str, args: argparse.Namespace) -> None:
     asyncio.run(_feeds(url, args))
 
@@ -438,6 +457,9 @@ async def _feeds(url: str, args: argparse.Namespace) -> None:
                 return
             if args.action == "status":
                 _print_status([dict(r) async for r in db.queries.feed_status(conn)])
+                return
+            if args.action in ("disable", "enable", "remove"):
+                print(await _change_source(conn, args.action, args.source))
                 return
             names = (
                 [args.source]

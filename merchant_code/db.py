@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import socket
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar, cast
 
 import aiosql
@@ -13,7 +14,7 @@ import asyncpg
 import msgspec
 from litestar.datastructures import State
 
-from merchant_code.errors import StartupError
+from merchant_code.errors import StartupError, Unavailable
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
@@ -127,15 +128,59 @@ def redact(url: str) -> str:
     return f"{scheme}//{userinfo.split(':', 1)[0]}:***@{tail}"
 
 
+# seconds a caller without settings at hand waits for a pooled connection (jobs, commands)
+ACQUIRE_SECONDS = 10.0
+# how long a client refused for a busy pool is told to wait
+BUSY_RETRY_AFTER = 1
+
+# the pool whose connection this request (task) holds: a second connection from the same pool
+# is refused at once, since a burst of such requests would hold every connection while waiting
+# for one more, and the pool would never give one back
+_held: contextvars.ContextVar[asyncpg.Pool | None] = contextvars.ContextVar("held_pool", default=None)
+
+
+class Busy(Unavailable):
+    """No pooled connection came free in time: the answer is 503 with Retry-After, never a hang."""
+
+    slug = "busy"
+
+
+class _Acquire:
+    """`async with acquire(pool) as conn`: a pooled connection within `timeout` seconds, or Busy."""
+
+    __slots__ = ("conn", "pool", "timeout")
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+        self.pool = pool
+        self.timeout = timeout
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        if _held.get() is self.pool:
+            raise RuntimeError("this request already holds a connection of this pool: use it")
+        try:
+            self.conn = await self.pool.acquire(timeout=self.timeout)
+        except TimeoutError:
+            raise Busy("the service is busy; try again in a moment", retry_after=BUSY_RETRY_AFTER) from None
+        # the pool hands out a proxy with every Connection method; callers type it as one
+        return cast(asyncpg.Connection, self.conn)
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.pool.release(self.conn)
+
+
+def acquire(pool: asyncpg.Pool, timeout: float = ACQUIRE_SECONDS) -> _Acquire:
+    return _Acquire(pool, timeout)
+
+
 async def provide_db(state: State) -> AsyncIterator[asyncpg.Connection]:
-    """One connection and one transaction per request; an exception rolls it back."""
+    """One connection and one transaction per request; an exception rolls it back. The body has
+    been read already (guard.BodyGuard), so a slow client never holds a connection."""
     pool: asyncpg.Pool = state.pool
-    async with pool.acquire() as conn, conn.transaction():
-        # the pool hands out a proxy with every Connection method; handlers type it as one
-        yield cast(asyncpg.Connection, conn)
-
-
-def acquire(pool: asyncpg.Pool) -> AbstractAsyncContextManager[asyncpg.Connection]:
-    """A pooled connection, typed as the Connection whose methods its proxy forwards (the pool's
-    own context manager: no generator wrapped around it on the scan's path)."""
-    return cast(AbstractAsyncContextManager[asyncpg.Connection], pool.acquire())
+    async with acquire(pool, state.settings.acquire_seconds) as conn, conn.transaction():
+        _held.set(pool)
+        try:
+            yield conn
+        finally:
+            _held.set(None)

@@ -6,8 +6,10 @@ workers claim rows with FOR UPDATE SKIP LOCKED; running a job in every instance 
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -33,6 +35,14 @@ def registered_jobs() -> list[Job]:
         Job(id="policies-reminders", func=policies.reminder_job, seconds=3600, at_start=True),
         Job(id="exports-run", func=exports.run_job, seconds=10),
     ]
+
+
+def jobs_state(pool: Any, settings: Any) -> Any:
+    """What a job sees as `state`: the jobs' own pool (never the requests'), the settings, and the
+    slots that bound how many feed sources this worker pulls at once."""
+    return SimpleNamespace(
+        pool=pool, settings=settings, feed_slots=asyncio.Semaphore(settings.feed_concurrency)
+    )
 
 
 def start_scheduler(state: Any, jobs: list[Job]) -> AsyncIOScheduler:

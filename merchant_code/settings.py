@@ -45,7 +45,26 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # the base of every URL printed on a sticker; defaults to http://host:port
     public_url: str | None = None
     pool_min: Annotated[int, msgspec.Meta(ge=0, le=100)] = 1
+    # connections of each worker process for requests (one per request at most)
     pool_max: Count = 10
+    # anonymous scans (and /readyz) have a pool of their own, so a burst of writes or searches
+    # that holds every request connection does not make a citizen's scan wait
+    scan_pool_max: Annotated[int, msgspec.Meta(ge=1, le=64)] = 5
+    # a second, small pool per worker for the throttles that must be counted before a request's
+    # work and survive its failure (logins, claims, complaints): never the request pool, whose
+    # connections may all be held by the requests waiting for a throttle
+    side_pool_max: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    # background jobs (feed pulls, profile drains, pushes, exports) have a pool of their own,
+    # so that however much of it they take, requests still get theirs
+    jobs_pool_max: Annotated[int, msgspec.Meta(ge=2, le=64)] = 4
+    # feed sources pulled at once by one worker (each holds one connection of the jobs pool)
+    feed_concurrency: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
+    # seconds a request waits for a pooled connection before it is answered 503 with Retry-After
+    acquire_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+    # a request body must arrive within body_seconds plus one second per body_min_rate bytes
+    # received: a slow client is answered 408, and holds no connection while it sends
+    body_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
+    body_min_rate: Annotated[int, msgspec.Meta(ge=1)] = 32_768
     scheduler: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     demo_shops: Annotated[int, msgspec.Meta(ge=1, le=5_000_000)] = 2000

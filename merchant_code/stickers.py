@@ -368,7 +368,7 @@ async def shop_image(pool: asyncpg.Pool, settings: Settings, raw_code: str, kind
     hit = _memo.get(memo_key)
     if hit is not None and hit[0] > now:
         return hit[1]
-    async with db.acquire(pool) as conn:
+    async with db.acquire(pool, settings.acquire_seconds) as conn:
         row = await db.queries.get_qr_sticker_inputs(conn, code=code)
         if row is None:
             raise NotFound("no shop has this code: the sticker is not valid")

@@ -79,3 +79,37 @@ async def test_add_run_and_status_of_a_source(
     assert private.returncode == 0
     blocked = await asyncio.to_thread(_cli, db_url, "feeds", "run", "inside")
     assert "inside: failed" in blocked.stdout and "Refused" in blocked.stdout  # loopback, not allowed
+
+
+async def test_a_source_can_be_disabled_enabled_and_removed_and_each_is_audited(
+    db_url: str, conn: asyncpg.Connection, registry_server: str
+) -> None:
+    added = await asyncio.to_thread(
+        _cli, db_url, "feeds", "add", "registry", "--kind", "licence_registry", "--url", registry_server,
+        "--allow-private",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    ran = await asyncio.to_thread(_cli, db_url, "feeds", "run", "registry")
+    assert ran.returncode == 0, ran.stderr
+
+    disabled = await asyncio.to_thread(_cli, db_url, "feeds", "disable", "registry")
+    assert disabled.returncode == 0 and "registry: disabled" in disabled.stdout, disabled.stderr
+    assert await conn.fetchval("SELECT enabled FROM feed_source WHERE name = 'registry'") is False
+    everything = await asyncio.to_thread(_cli, db_url, "feeds", "run")  # every enabled source: none
+    assert "registry" not in everything.stdout
+
+    enabled = await asyncio.to_thread(_cli, db_url, "feeds", "enable", "registry")
+    assert enabled.returncode == 0 and "registry: enabled" in enabled.stdout
+    assert await conn.fetchval("SELECT enabled FROM feed_source WHERE name = 'registry'") is True
+
+    licences = await conn.fetchval("SELECT count(*) FROM licence")
+    removed = await asyncio.to_thread(_cli, db_url, "feeds", "remove", "registry")
+    assert removed.returncode == 0 and "registry: removed" in removed.stdout, removed.stderr
+    assert await conn.fetchval("SELECT count(*) FROM feed_source") == 0
+    assert await conn.fetchval("SELECT count(*) FROM feed_run") == 0
+    assert await conn.fetchval("SELECT count(*) FROM licence") == licences  # what it brought stays
+
+    actions = [r["action"] for r in await conn.fetch("SELECT action FROM audit_event ORDER BY id")]
+    assert actions[-3:] == ["feed.disable", "feed.enable", "feed.remove"]
+    unknown = await asyncio.to_thread(_cli, db_url, "feeds", "disable", "nothing-here")
+    assert unknown.returncode == 1 and "nothing-here" in unknown.stderr and "Traceback" not in unknown.stderr

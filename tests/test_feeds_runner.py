@@ -177,14 +177,17 @@ async def test_two_instances_never_run_one_source_at_once(db_url: str, conn: asy
     mod = fake([Parsed(records=[], rejects=[])])
     original = mod.fetch
 
+    fetching = asyncio.Event()
+
     async def slow_fetch(client: httpx.AsyncClient, config: Config, cursor: str | None) -> Page:
+        fetching.set()  # the first run holds the source from here on
         await gate.wait()
         page: Page = await original(client, config, cursor)
         return page
 
     mod.fetch = slow_fetch  # type: ignore[attr-defined]
     first = asyncio.create_task(run(db_url, mod))
-    await asyncio.sleep(0.5)
+    await fetching.wait()
     second = await run(db_url, mod)
     gate.set()
     assert second.status == "skipped"
@@ -273,9 +276,9 @@ async def test_the_scheduled_pull_runs_a_source_once_per_interval_whatever_the_w
     db_url: str, conn: asyncpg.Connection
 ) -> None:
     """Every worker of every instance has the job; the first run within the interval takes it."""
-    from litestar.datastructures import State
-
     from merchant_code.feeds import schedule
+    from merchant_code.scheduler import jobs_state
+    from merchant_code.settings import Settings
 
     await conn.execute(
         "INSERT INTO feed_source (kind, name, url, config, interval_seconds)"
@@ -295,7 +298,7 @@ async def test_the_scheduled_pull_runs_a_source_once_per_interval_whatever_the_w
     runner.run_source = counting  # type: ignore[assignment]
     pool = await db.create_pool(db_url, max_size=4)
     try:
-        state = State({"pool": pool})
+        state = jobs_state(pool, Settings(database_url=db_url))
         for _ in range(3):  # three workers' jobs firing at the same tick
             await schedule.pull(state, "registry")
     finally:

@@ -4,8 +4,8 @@ page, in one transaction, matches records to shops, upserts them keyed on (sourc
 stores the cursor and adds to the run's counts (fetched = inserted + updated + unchanged +
 quarantined). Touched shops' profiles are marked for rebuild by the tables' triggers.
 
-Two instances never run one source at once: a transaction-scoped advisory lock, held on a
-connection of its own for the whole run, is tried first and the run skipped when taken.
+Two instances never run one source at once: a run first takes a lease in the source's row (one
+connection does the whole run) and is skipped when another holds it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ MODULES = {
     "review_platform": "merchant_code.feeds.reviews",
     "rss": "merchant_code.feeds.rss",
 }
-LOCK_BASE = 0x6D630000  # 'mc' + the source id: one advisory lock per source
+LEASE_MARGIN = 60.0  # seconds a run's lease on its source outlasts the run's deadline
 PAUSE_AFTER = 5  # failed runs in a row before the breaker pauses a source
 PAUSE_SECONDS = 900
 DEADLINE = 300.0  # seconds a run may take, all pages and retries included
@@ -103,55 +103,73 @@ async def run_source(
                 pool, name, client=made, deadline=deadline, module=module, progress=progress
             )
     started = time.perf_counter()
-    async with db.acquire(pool) as lock_conn, lock_conn.transaction():
-        source = await db.queries.get_feed_source(lock_conn, name=name)
+    # one connection for the whole run: a run that waited for a second one while holding its first
+    # could, with enough sources due at once, hold every connection of the pool
+    async with db.acquire(pool) as conn:
+        source = await db.queries.get_feed_source(conn, name=name)
         if source is None:
             raise NotFound(f"no feed source is named {name!r}")
-        if not await db.queries.try_lock_feed_source(lock_conn, key=LOCK_BASE + source["id"]):
-            return RunResult(name, "skipped", error="another instance is running this source")
         mod = module or module_for(source["kind"])
         options = dict(source["config"] or {})
         runner_options = {k: options.pop(k) for k in RUNNER_KEYS if k in options}
         config = msgspec.convert({"url": source["url"], **options}, mod.Config)
         deadline = deadline or float(runner_options.get("deadline", DEADLINE))
-        async with db.acquire(pool) as conn:
-            run_id: int = await db.queries.create_feed_run(conn, source_id=source["id"])
-            result = RunResult(name, "ok", run_id=run_id)
-            cursor = _cursor(source["cursor"])
-            try:
-                async with asyncio.timeout(deadline):
-                    while True:
-                        page = await mod.fetch(client, config, cursor)
-                        # parse is pure and may take seconds on a large feed (a million-row LIVES
-                        # zip: about half a minute): in a thread, so this worker's requests and
-                        # other jobs go on being served meanwhile. At the deadline the run stops
-                        # waiting and fails; the thread finishes its parse and it is thrown away
-                        parsed: Parsed = await asyncio.to_thread(mod.parse, page, config)
-                        async with conn.transaction():
-                            counts = await store(conn, source["id"], source["name"], run_id, parsed)
-                            await db.queries.set_feed_cursor(conn, id=source["id"], cursor=page.next_cursor)
-                            await db.queries.add_to_feed_run(conn, id=run_id, **counts.__dict__)
-                        result.counts.add(counts)
-                        result.pages += 1
-                        if progress is not None:
-                            progress(result)
-                        cursor = page.next_cursor
-                        if page.last:
-                            break
-            except Exception as exc:  # the run fails and says why; the source's breaker counts it
-                result.status = "failed"
-                result.error = f"{type(exc).__name__}: {exc}"[:500] if str(exc) else type(exc).__name__
-                # on a fresh connection: the run's own may be what broke
-                async with db.acquire(pool) as fresh:
-                    await db.queries.finish_feed_run(fresh, id=run_id, status="failed", error=result.error)
-                    await db.queries.feed_source_failed(
-                        fresh, id=source["id"], pause_after=PAUSE_AFTER, pause_seconds=PAUSE_SECONDS
-                    )
-            else:
-                await db.queries.finish_feed_run(conn, id=run_id, status="ok", error=None)
-                await db.queries.feed_source_succeeded(conn, id=source["id"])
+        # the lease outlasts the deadline, so it is never lost while this run still writes
+        if await db.queries.lease_feed_source(conn, id=source["id"], seconds=deadline + LEASE_MARGIN) is None:
+            return RunResult(name, "skipped", error="another instance is running this source")
+        run_id: int = await db.queries.create_feed_run(conn, source_id=source["id"])
+        result = RunResult(name, "ok", run_id=run_id)
+        try:
+            await _pages(conn, client, mod, config, source, result, deadline, progress)
+            await db.queries.finish_feed_run(conn, id=run_id, status="ok", error=None)
+            await db.queries.feed_source_succeeded(conn, id=source["id"])
+            await db.queries.release_feed_source(conn, id=source["id"])
+        except Exception as exc:  # the run fails and says why; the source's breaker counts it
+            result.status = "failed"
+            result.error = f"{type(exc).__name__}: {exc}"[:500] if str(exc) else type(exc).__name__
+    if result.status == "failed":
+        # on a fresh connection, taken once the run's own is back: that one may be what broke
+        async with db.acquire(pool) as fresh:
+            await db.queries.finish_feed_run(fresh, id=run_id, status="failed", error=result.error)
+            await db.queries.feed_source_failed(
+                fresh, id=source["id"], pause_after=PAUSE_AFTER, pause_seconds=PAUSE_SECONDS
+            )
+            await db.queries.release_feed_source(fresh, id=source["id"])
     result.seconds = time.perf_counter() - started
     return result
+
+
+async def _pages(
+    conn: asyncpg.Connection,
+    client: httpx.AsyncClient,
+    mod: ModuleType,
+    config: Any,
+    source: asyncpg.Record,
+    result: RunResult,
+    deadline: float,
+    progress: Callable[[RunResult], None] | None,
+) -> None:
+    """Every page after the source's cursor, each stored in its own transaction."""
+    cursor = _cursor(source["cursor"])
+    async with asyncio.timeout(deadline):
+        while True:
+            page = await mod.fetch(client, config, cursor)
+            # parse is pure and may take seconds on a large feed (a million-row LIVES zip: about
+            # half a minute): in a thread, so this worker's requests and other jobs go on being
+            # served meanwhile. At the deadline the run stops waiting and fails; the thread
+            # finishes its parse and it is thrown away
+            parsed: Parsed = await asyncio.to_thread(mod.parse, page, config)
+            async with conn.transaction():
+                counts = await store(conn, source["id"], source["name"], result.run_id or 0, parsed)
+                await db.queries.set_feed_cursor(conn, id=source["id"], cursor=page.next_cursor)
+                await db.queries.add_to_feed_run(conn, id=result.run_id, **counts.__dict__)
+            result.counts.add(counts)
+            result.pages += 1
+            if progress is not None:
+                progress(result)
+            cursor = page.next_cursor
+            if page.last:
+                return
 
 
 def _cursor(stored: Any) -> str | None:

@@ -34,7 +34,10 @@ async def pull(state: Any, name: str) -> None:
         last = await db.queries.get_last_feed_run_start(conn, source_id=source["id"])
     if last is not None and now - last < datetime.timedelta(seconds=source["interval_seconds"] * 0.9):
         return
-    result = await runner.run_source(state.pool, name)
+    # a bounded number at once, each on one connection of the jobs' pool: forty sources falling
+    # due together wait their turn here, holding nothing
+    async with state.feed_slots:
+        result = await runner.run_source(state.pool, name)
     level = logging.INFO if result.status in ("ok", "skipped") else logging.WARNING
     log.log(level, "feed %s: %s %s %s", name, result.status, result.counts, result.error or "")
 

@@ -67,7 +67,7 @@ def session_cookie(request: Request[Any, Any, Any], value: str, expires: datetim
 
 async def _log_in(request: Request[Any, Any, Any], state: State, login: str, password: str) -> auth.Session:
     return await auth.log_in(
-        state.pool,
+        (state.pool, state.side_pool),
         key=state.signing_key,
         settings=state.settings,
         login=login,
@@ -128,7 +128,7 @@ async def change_password(
     """Someone holding a stolen session must not be able to guess the password behind it: wrong
     current passwords are throttled like logins, recorded on a connection of their own."""
     settings = state.settings
-    async with db.acquire(state.pool) as side:
+    async with db.acquire(state.side_pool, settings.acquire_seconds) as side:
         keys = [(f"password:{principal.account_id}", 1)]
         ids = await auth.begin_attempt(side, keys, settings.throttle_failures, settings.throttle_minutes)
         stored = await db.queries.get_password_hash(side, account_id=principal.account_id)

@@ -79,7 +79,7 @@ async def claim(
     password_hash = (
         await auth.hash_password_off_loop(body.password) if principal is None and body.password else None
     )
-    async with db.acquire(pool) as conn:
+    async with db.acquire(pool, settings.acquire_seconds) as conn:
         ids = await auth.begin_attempt(conn, keys, settings.throttle_failures, settings.throttle_minutes)
         shop = await db.queries.get_shop_for_claim(conn, code=code)
         hashed = auth.claim_code_hash(body.claim_code)

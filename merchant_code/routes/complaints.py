@@ -16,7 +16,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_201_CREATED
 
-from merchant_code import access, auth, cases, db, forms, records, uploads
+from merchant_code import access, auth, cases, forms, records, uploads
 from merchant_code.bodies import body_of
 from merchant_code.errors import DomainError, NotFound
 from merchant_code.routes.auth import english
@@ -32,8 +32,8 @@ async def _file(
     shop = await records.shop_for_anyone(conn, code)
     body, photo = await forms.read(request, records.Complaint, file_field="photo")
     client = access.client_of(request)
-    async with db.acquire(state.pool) as side:  # counted even if the request fails later
-        await auth.begin_attempt(side, [(f"complaint:{client}", 1)], PER_HOUR, 60)
+    # counted even if the request fails later
+    await auth.throttle(state.side_pool, [(f"complaint:{client}", 1)], PER_HOUR, 60)
     return await records.file_complaint(conn, shop, body, photo, access.request_id_of(request))
 
 
@@ -157,8 +157,8 @@ async def track_reopen(
     """The reporter reopens a resolved case within the reopen window, saying why (JSON or a
     form; a form is answered by a redirect back to the tracking page)."""
     client = access.client_of(request)
-    async with db.acquire(state.pool) as side:  # tracking numbers are not to be guessed here
-        await auth.begin_attempt(side, [(f"reopen:{client}", 1)], 20, 60)
+    # tracking numbers are not to be guessed here
+    await auth.throttle(state.side_pool, [(f"reopen:{client}", 1)], 20, 60)
     page = "json" not in request.headers.get("content-type", "")
     back = f"/track/{number.strip().upper()}" + ("?lang=en&" if lang == "en" else "?")
     try:

@@ -8,7 +8,7 @@ import msgspec
 from litestar import get
 from litestar.datastructures import State
 
-from merchant_code import migrate
+from merchant_code import db, migrate
 from merchant_code.errors import Unavailable
 
 
@@ -31,7 +31,7 @@ def healthz() -> Alive:
 async def readyz(state: State) -> Ready:
     """The database answers and every migration file is applied, unedited."""
     try:
-        async with asyncio.timeout(3), state.pool.acquire() as conn:
+        async with asyncio.timeout(3), db.acquire(state.scan_pool, 3) as conn:
             done = await migrate.applied(conn)
     except (OSError, TimeoutError, Exception) as exc:
         raise Unavailable(f"database unreachable: {type(exc).__name__}") from None

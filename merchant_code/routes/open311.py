@@ -498,14 +498,13 @@ async def create_request(
     600 requests an hour from one key."""
     fields = await _fields(request)
     client = await _api_client(conn, fields)
-    async with db.acquire(state.pool) as side:  # counted even if the request fails later
-        try:
-            await auth.begin_attempt(side, [(f"open311:{client['id']}", 1)], PER_HOUR, 60)
-        except auth.TooManyAttempts as exc:
-            raise auth.TooManyAttempts(
-                f"this api_key has filed {PER_HOUR} requests in the last hour: try again later",
-                retry_after=exc.extra.get("retry_after", 3600),
-            ) from None
+    try:  # counted even if the request fails later
+        await auth.throttle(state.side_pool, [(f"open311:{client['id']}", 1)], PER_HOUR, 60)
+    except auth.TooManyAttempts as exc:
+        raise auth.TooManyAttempts(
+            f"this api_key has filed {PER_HOUR} requests in the last hour: try again later",
+            retry_after=exc.extra.get("retry_after", 3600),
+        ) from None
     code = fields.get("service_code")
     if code is None:
         raise InvalidInput("service_code", "required: one of the codes services.json lists")

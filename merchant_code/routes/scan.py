@@ -163,7 +163,7 @@ async def anonymous_scan(scope: Scope, send: Send) -> bool:
         return False
     kind = kind_of(accept, is_english(lang, accept_language))
     state = scope["litestar_app"].state
-    async with db.acquire(state.pool) as conn:
+    async with db.acquire(state.scan_pool, state.settings.acquire_seconds) as conn:
         try:
             entry = await state.profile_cache.citizen(conn, code, kind)
         except NotFound:
@@ -233,7 +233,7 @@ async def scan(
     except InvalidInput as exc:
         return invalid_sticker(request, exc, en)
     cache: ProfileCache = state.profile_cache
-    async with db.acquire(state.pool) as conn:
+    async with db.acquire(state.scan_pool, state.settings.acquire_seconds) as conn:
         try:
             if principal is None:
                 kind = answer_kind(request, en)

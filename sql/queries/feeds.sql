@@ -8,8 +8,26 @@ FROM feed_source WHERE name = :name;
 SELECT id, kind, name, url, enabled, interval_seconds, failures, paused_until, last_success_at, cursor
 FROM feed_source ORDER BY name;
 
--- name: try_lock_feed_source(key)$
-SELECT pg_try_advisory_xact_lock(:key);
+-- name: lease_feed_source(id, seconds)$
+UPDATE feed_source SET leased_until = now() + make_interval(secs => :seconds)
+WHERE id = :id AND (leased_until IS NULL OR leased_until < now())
+RETURNING id;
+
+-- name: release_feed_source(id)!
+UPDATE feed_source SET leased_until = NULL WHERE id = :id;
+
+-- name: set_feed_source_enabled(name, enabled)$
+UPDATE feed_source SET enabled = :enabled WHERE name = :name RETURNING id;
+
+-- name: delete_feed_source(name)$
+WITH gone AS (SELECT id FROM feed_source WHERE name = :name),
+     rejects AS (DELETE FROM feed_reject WHERE source_id IN (SELECT id FROM gone)),
+     mapping AS (DELETE FROM feed_shop_map WHERE source_id IN (SELECT id FROM gone)),
+     runs AS (DELETE FROM feed_run WHERE source_id IN (SELECT id FROM gone))
+SELECT id FROM gone;
+
+-- name: delete_feed_source_row(id)!
+DELETE FROM feed_source WHERE id = :id;
 
 -- name: create_feed_run(source_id)$
 INSERT INTO feed_run (source_id) VALUES (:source_id) RETURNING id;
