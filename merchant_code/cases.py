@@ -6,6 +6,11 @@ food-safety words, a fall of the review average) and managers by hand. A report 
 and category that already has an open case from the last `DUPLICATE_DAYS` days joins it: the
 reporter gets a tracking number of their own and is told.
 
+Numbers: a case has its own number (`CS-`, random, made by the database), which staff and the
+shop's owner see and use in URLs. A reporter's tracking number (`TS-`) is theirs alone: it opens
+only the tracking page and its reopen, and no other view shows it, for whoever holds it may read
+the notes meant for the reporter and reopen the case.
+
 Routing: `case_department(shop, category)` (SQL) picks the department from the routing table;
 the category gives the SLA. The lifecycle is open > assigned > in_progress > resolved > closed,
 with reopen (by the reporter or staff) within `REOPEN_DAYS` of the resolution; every transition
@@ -54,9 +59,9 @@ class Opened(msgspec.Struct, frozen=True):
     """What the reporter is told: their tracking number, and whether the report joined an open
     case about the same problem."""
 
-    tracking_number: str
+    tracking_number: str  # the reporter's alone: tell it to nobody else
     case_id: int
-    case_number: str  # the case's own number (the tracking number unless the report joined a case)
+    case_number: str  # the case's own number, for staff and the shop
     request_id: str  # the report's public id (Open311's service_request_id): not a proof of anything
     joined: bool
     department: str | None = None
@@ -126,7 +131,7 @@ async def open_case(
             )
         row = await db.queries.create_case(
             conn,
-            public_id=number,
+            tracking_number=number,
             shop_id=shop_id,
             source=source,
             category=category,
@@ -212,8 +217,9 @@ async def transition(
     photo_id: int | None = None,
     now: datetime.datetime | None = None,
 ) -> str:
-    """Move a case on, as staff (principal) or as its reporter (principal None: reopen only,
-    reached through the tracking number). Returns the new status. Illegal moves are 409."""
+    """Move a case (by its own number) on, as staff (principal) or as its reporter (principal
+    None: reopen only, reached through the tracking number). Returns the new status. Illegal moves
+    are 409."""
     now = now or datetime.datetime.now(datetime.UTC)
     if principal is not None:
         case = await case_for_staff(conn, principal, public_id)
@@ -519,11 +525,12 @@ async def detail(conn: asyncpg.Connection, row: asyncpg.Record) -> CaseDetail:
 
 
 async def tracking(conn: asyncpg.Connection, number: str, now: datetime.datetime | None = None) -> PublicCase:
-    """A case by a reporter's tracking number (the case's own, or a joined report's)."""
+    """A case by a reporter's tracking number (the first reporter's, or a joined report's); the
+    case's own number opens nothing here."""
     now = now or datetime.datetime.now(datetime.UTC)
     number = number.strip().upper()
-    case_number = await db.queries.get_case_number_for_report(conn, public_id=number)
-    row = await db.queries.get_case(conn, public_id=case_number or number)
+    found = await db.queries.get_case_number_for_tracking(conn, number=number)
+    row = None if found is None else await db.queries.get_case(conn, public_id=found["public_id"])
     if row is None:
         raise NotFound("no complaint has this tracking number")
     events = [
@@ -543,7 +550,7 @@ async def tracking(conn: asyncpg.Connection, number: str, now: datetime.datetime
         closed_at=row["closed_at"],
         shop_name=row["shop_name"],
         shop_code=row["shop_code"],
-        joined=case_number is not None,
+        joined=found["joined"],
         can_reopen=row["status"] in ("resolved", "closed")
         and ended is not None
         and now - ended <= datetime.timedelta(days=REOPEN_DAYS),
@@ -553,10 +560,11 @@ async def tracking(conn: asyncpg.Connection, number: str, now: datetime.datetime
 
 async def reopen_by_reporter(conn: asyncpg.Connection, number: str, reason: str) -> str:
     """The reporter reopens through their tracking number (it is their proof: 50 random bits)."""
-    number = number.strip().upper()
-    case_number = await db.queries.get_case_number_for_report(conn, public_id=number)
+    found = await db.queries.get_case_number_for_tracking(conn, number=number.strip().upper())
+    if found is None:
+        raise NotFound("no complaint has this tracking number")
     return await transition(
-        conn, None, case_number or number, TransitionIn(action="reopen", note=reason, public=True)
+        conn, None, found["public_id"], TransitionIn(action="reopen", note=reason, public=True)
     )
 
 

@@ -452,7 +452,7 @@ async def file_complaint(
             actor=None,
             action="complaint.file",
             object_type="case",
-            object_id=opened.tracking_number,
+            object_id=opened.case_number,  # the audit trail is staff's: never the reporter's number
             request_id=request_id,
             detail={
                 "shop": shop.code,

@@ -16,7 +16,7 @@ import pytest
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
-from merchant_code import access
+from merchant_code import access, profiles
 from tests import world as w
 
 Call = Callable[[AsyncTestClient[Any], w.World, str], Awaitable[httpx.Response]]
@@ -246,11 +246,11 @@ MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
     ("GET", "/api/v1/cases"): (get("/api/v1/cases"), STAFF_ONLY),
     ("POST", "/api/v1/cases"): (send("POST", "/api/v1/cases", json_body={}), MANAGERS_400),
     ("GET", "/api/v1/cases/{number:str}"): (
-        get("/api/v1/cases/{c}"),
+        get("/api/v1/cases/{case}"),
         _expect(401, 403, 403, 200, 404, 200, 200),
     ),
     ("POST", "/api/v1/cases/{number:str}/transitions"): (
-        send("POST", "/api/v1/cases/{c}/transitions", json_body={}),
+        send("POST", "/api/v1/cases/{case}/transitions", json_body={}),
         _expect(401, 403, 403, 400, 400, 400, 400),
     ),
     ("GET", "/api/v1/merchant/cases"): (
@@ -258,7 +258,7 @@ MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
         _expect(401, 200, 200, 403, 403, 403, 403),
     ),
     ("POST", "/api/v1/merchant/cases/{number:str}/replies"): (
-        send("POST", "/api/v1/merchant/cases/{c}/replies", json_body={}),
+        send("POST", "/api/v1/merchant/cases/{case}/replies", json_body={}),
         OWNER_ONLY_422,
     ),
     ("GET", "/api/v1/manage/routes"): (get("/api/v1/manage/routes"), MANAGERS),
@@ -268,14 +268,14 @@ MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
         _expect(401, 403, 403, 403, 403, 404, 404),
     ),
     ("GET", "/cases"): (get("/cases"), _expect(303, 403, 403, 200, 200, 200, 200)),
-    ("GET", "/cases/{number:str}"): (get("/cases/{c}"), _expect(303, 403, 403, 200, 404, 200, 200)),
+    ("GET", "/cases/{number:str}"): (get("/cases/{case}"), _expect(303, 403, 403, 200, 404, 200, 200)),
     ("POST", "/cases/{number:str}/transitions"): (
-        send("POST", "/cases/{c}/transitions", form={}),
+        send("POST", "/cases/{case}/transitions", form={}),
         _expect(303, 403, 403, 303, 404, 303, 303),
     ),
     ("GET", "/merchant/cases"): (get("/merchant/cases"), _expect(303, 200, 200, 403, 403, 403, 403)),
     ("POST", "/merchant/cases/{number:str}/replies"): (
-        send("POST", "/merchant/cases/{c}/replies", form={}),
+        send("POST", "/merchant/cases/{case}/replies", form={}),
         _expect(303, 303, 404, 403, 403, 403, 403),
     ),
     # Open311 GeoReport v2: public; filing needs an API key (an empty form has none: 403)
@@ -483,8 +483,8 @@ CASE_ROUTES = [
     "/open311/v2/requests/{r}.json",
     "/api/v1/merchant/cases",
     "/merchant/cases",
-    "/api/v1/cases/{t}",
-    "/cases/{t}",
+    "/api/v1/cases/{case}",
+    "/cases/{case}",
     "/api/v1/shops/{a}",
     "/s/{a}",
 ]
@@ -502,14 +502,15 @@ async def test_no_reporter_or_staff_name_reaches_a_view_that_may_not_see_it(
     )
     number = filed.json()["tracking_number"]
     request_id = filed.json()["request_id"]
+    case = await conn.fetchval("SELECT public_id FROM case_file WHERE tracking_number = $1", number)
     moved = await client.post(
-        f"/api/v1/cases/{number}/transitions",
+        f"/api/v1/cases/{case}/transitions",
         json={"action": "note", "note": "已约谈", "public": True},
         headers=world.headers("inspector_in"),
     )
     assert moved.status_code == 200
     await client.post(
-        f"/api/v1/cases/{number}/transitions",
+        f"/api/v1/cases/{case}/transitions",
         json={"action": "assign"},
         headers=world.headers("inspector_in"),
     )
@@ -518,7 +519,7 @@ async def test_no_reporter_or_staff_name_reaches_a_view_that_may_not_see_it(
     for role in w.ROLES:
         for path in CASE_ROUTES:
             for accept in ("application/json", "text/html"):
-                url = path.format(t=number, r=request_id, a=world.shop_a)
+                url = path.format(t=number, r=request_id, a=world.shop_a, case=case)
                 body = (await client.get(url, headers=world.headers(role, accept=accept))).content
                 for field, value in private.items():
                     if any(form in body for form in _forms(value)):
@@ -529,3 +530,68 @@ async def test_no_reporter_or_staff_name_reaches_a_view_that_may_not_see_it(
     assert leaks == []
     # and the test can fail: the staff of the area do see the reporter and who handles the case
     assert {f for r, f in seen if r == "inspector_in"} >= {"name", "phone", "email", "staff_name"}
+
+
+# a reporter's tracking number is their proof (it reads the notes meant for them and reopens the
+# case): it opens their page, and no other view shows it to anyone
+TRACKING_ROUTES = [
+    "/track/{t1}",
+    "/track/{t2}",
+    "/api/v1/cases",
+    "/cases",
+    "/api/v1/cases/{case}",
+    "/cases/{case}",
+    "/api/v1/merchant/cases",
+    "/merchant/cases",
+    "/s/{a}",
+    "/api/v1/merchant/shops/{a}",
+    "/api/v1/inspect/shops/{a}",
+    "/api/v1/shops/{a}",
+    "/api/v1/changes",
+    "/api/v1/audit",
+    "/open311/v2/requests.json",
+]
+
+
+async def test_a_tracking_number_reaches_no_view_but_its_reporters_page(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    world = await w.build(conn, client)
+    numbers = []
+    for text in ("吃完以后一直拉肚子", "同一家店，我吃完也拉肚子"):  # two reporters, one case
+        filed = await client.post(
+            f"/api/v1/shops/{world.shop_a}/complaints", json={"category": "food_safety", "text": text}
+        )
+        assert filed.status_code == 201, filed.text
+        numbers.append(filed.json()["tracking_number"])
+    staff = world.headers("inspector_in")
+    listed = (await client.get("/api/v1/cases?category=food_safety", headers=staff)).json()
+    assert [c["reported_count"] for c in listed] == [2]
+    case = listed[0]["public_id"]
+    # the case moves on and the owner answers, so that every view has the case to show
+    for change in ({"action": "assign"}, {"action": "note", "note": "已约谈", "public": True}):
+        moved = await client.post(f"/api/v1/cases/{case}/transitions", json=change, headers=staff)
+        assert moved.status_code == 200, moved.text
+    replied = await client.post(
+        f"/api/v1/merchant/cases/{case}/replies", json={"note": "已整改"}, headers=world.headers("merchant_a")
+    )
+    assert replied.status_code == 201, replied.text
+    async with conn.transaction():
+        await profiles.rebuild(conn, [world.shop_a_id])
+    own = {"/track/{t1}": numbers[0], "/track/{t2}": numbers[1]}
+    leaks, shown = [], set()
+    for role in (*w.ROLES, "pii_inspector"):
+        for path in TRACKING_ROUTES:
+            for accept in ("application/json", "text/html"):
+                url = path.format(a=world.shop_a, case=case, t1=numbers[0], t2=numbers[1])
+                body = (await client.get(url, headers=world.headers(role, accept=accept))).content
+                for number in numbers:
+                    if any(form in body for form in _forms(number)):
+                        if own.get(path) == number:
+                            shown.add(number)
+                        else:
+                            leaks.append(f"{role} sees {number} at {url} ({accept})")
+    assert leaks == []
+    # and the test can fail: each reporter's page shows their number; the shop sees the case
+    assert shown == set(numbers)
+    assert case in (await client.get("/merchant/cases", headers=world.headers("merchant_a"))).text

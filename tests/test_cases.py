@@ -128,6 +128,12 @@ async def test_a_second_report_of_the_same_problem_joins_the_open_case(conn: asy
     # the joined reporter follows the same case with their own number
     seen = await cases.tracking(conn, second.tracking_number)
     assert seen.joined and seen.status == "open" and seen.tracking_number == second.tracking_number
+    assert not (await cases.tracking(conn, first.tracking_number)).joined
+    # the case has a number of its own, which is nobody's tracking number
+    assert second.case_number == first.case_number == (await case_row(conn, first.case_id))["public_id"]
+    assert first.case_number not in (first.tracking_number, second.tracking_number)
+    with pytest.raises(NotFound):
+        await cases.tracking(conn, first.case_number)
 
 
 async def test_the_lifecycle_refuses_illegal_moves(conn: asyncpg.Connection) -> None:
@@ -175,7 +181,7 @@ async def test_the_lifecycle_refuses_illegal_moves(conn: asyncpg.Connection) -> 
     with pytest.raises(asyncpg.PostgresError, match="append-only"):
         await conn.execute("UPDATE case_event SET note = 'x' WHERE case_id = $1", opened.case_id)
     # the reporter sees the public note but no staff name
-    public = await cases.tracking(conn, number)
+    public = await cases.tracking(conn, opened.tracking_number)
     assert public.status == "closed" and any(e.note == "已清理" for e in public.events)
     assert "insp1" not in repr(public) and "测试账号" not in repr(public)
 
@@ -252,16 +258,15 @@ async def test_the_reporter_reopens_within_the_window(conn: asyncpg.Connection) 
     me = staff(inspector_id)
     opened = await cases.open_case(conn, shop_id=shops["noodles"], source="complaint", category="service")
     for change in (cases.TransitionIn(action="assign"), cases.TransitionIn(action="resolve", note="已处理")):
-        await cases.transition(conn, me, opened.tracking_number, change)
+        await cases.transition(conn, me, opened.case_number, change)
     assert (await cases.tracking(conn, opened.tracking_number)).can_reopen
     assert await cases.reopen_by_reporter(conn, opened.tracking_number, "还是没解决") == "assigned"
     row = await case_row(conn, opened.case_id)
     assert row["reopened_count"] == 1 and row["resolved_at"] is None
-    await cases.transition(
-        conn, me, opened.tracking_number, cases.TransitionIn(action="resolve", note="再次处理")
-    )
+    again = cases.TransitionIn(action="resolve", note="再次处理")
+    await cases.transition(conn, me, opened.case_number, again)
     later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=cases.REOPEN_DAYS + 1)
     with pytest.raises(Conflict, match="within"):
         await cases.transition(
-            conn, None, opened.tracking_number, cases.TransitionIn(action="reopen", note="x"), now=later
+            conn, None, opened.case_number, cases.TransitionIn(action="reopen", note="x"), now=later
         )

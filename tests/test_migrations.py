@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 
@@ -154,3 +155,93 @@ async def test_profiles_stored_whole_read_the_same_once_only_their_private_parts
         assert (row["citizen_doc"], row["merchant_doc"], row["full_doc"]) == (citizen, merchant, full)
     finally:
         await conn.close()
+
+
+async def test_cases_get_numbers_of_their_own_and_reporters_keep_theirs(empty_db_url: str) -> None:
+    """0024: every case gets its own random number; a complaint's old number (its reporter's) stays
+    the reporter's tracking number; nothing else is lost, and what the shop's owner reads of the
+    case (the profile's open cases, an overdue reminder) names it by its new number."""
+    from merchant_code import cases
+    from merchant_code.errors import NotFound
+
+    files = migrate.load()
+    conn = await db.connect(empty_db_url)
+    try:
+        await migrate.migrate(conn, [m for m in files if m.name < "0024"])
+        shop_id, code = await factories.shop(conn)
+        old = {"complaint": "TS-AAAAA-BBBBB", "inspection": "TS-CCCCC-DDDDD"}
+        ids = {}
+        for source, number in old.items():
+            ids[source] = await conn.fetchval(
+                "INSERT INTO case_file (public_id, shop_id, source, category, description, reporter_phone)"
+                " VALUES ($1, $2, $3, 'food_safety', $4, '13611112222') RETURNING id",
+                number, shop_id, source, f"{source} case",
+            )
+            await conn.execute(
+                "INSERT INTO case_event (case_id, kind, to_status, public)"
+                " VALUES ($1, 'opened', 'open', true)",
+                ids[source],
+            )
+        await conn.execute(
+            "INSERT INTO case_report (public_id, case_id, reporter_phone)"
+            " VALUES ('TS-EEEEE-FFFFF', $1, '139')",
+            ids["complaint"],
+        )
+        gone = "CS-GONE0-00000"  # a case the profile lists that is no more: left as it is
+        listed = [{"id": n, "category": "food_safety", "status": "open"} for n in [*old.values(), gone]]
+        await conn.execute(
+            "INSERT INTO shop_profile (shop_id, code, citizen_doc, private_doc) VALUES ($1, $2, '{}', $3)",
+            shop_id, code, {"cases": listed, "staff": []},
+        )
+        policy = await db.queries.ensure_reminder(
+            conn, reminder="rectification_overdue", title="整改已逾期", body_md="整改已逾期"
+        )
+        await conn.execute(
+            "INSERT INTO delivery (policy_id, shop_id, occurrence, channel, detail)"
+            " VALUES ($1, $2, now(), 'inbox', $3)",
+            policy, shop_id, {"case": old["inspection"], "due": "2026-01-31"},
+        )
+
+        await migrate.migrate(conn)
+
+        rows = {r["source"]: r for r in await conn.fetch("SELECT * FROM case_file")}
+        assert {s: (r["id"], r["description"], r["reporter_phone"]) for s, r in rows.items()} == {
+            s: (ids[s], f"{s} case", "13611112222") for s in old
+        }
+        assert rows["complaint"]["tracking_number"] == old["complaint"]
+        assert rows["inspection"]["tracking_number"] is None  # only staff ever had that number
+        new = {s: r["public_id"] for s, r in rows.items()}
+        shape = re.compile(r"CS-[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}")  # Crockford symbols
+        assert all(shape.fullmatch(n) for n in new.values())
+        assert not set(new.values()) & set(old.values())
+        assert await conn.fetchval("SELECT count(*) FROM case_event") == 2
+        # each reporter still follows the case with their number; the old numbers open no case of staff's
+        assert (await cases.tracking(conn, old["complaint"])).events[0].status == "open"
+        assert (await cases.tracking(conn, "TS-EEEEE-FFFFF")).joined
+        with pytest.raises(NotFound):
+            await cases.tracking(conn, old["inspection"])
+        for number in old.values():
+            assert await db.queries.get_case(conn, public_id=number) is None
+        private = await conn.fetchval("SELECT private_doc FROM shop_profile WHERE shop_id = $1", shop_id)
+        assert [c["id"] for c in private["cases"]] == [new["complaint"], new["inspection"], gone]
+        assert await conn.fetchval("SELECT count(*) FROM profile_dirty WHERE shop_id = $1", shop_id) == 1
+        detail = await conn.fetchval("SELECT detail FROM delivery WHERE policy_id = $1", policy)
+        assert detail == {"case": new["inspection"], "due": "2026-01-31"}
+        # a case opened from now on is numbered by the database, at random
+        made = await conn.fetchval(
+            "INSERT INTO case_file (shop_id, source, category)"
+            " VALUES ($1, 'manual', 'other') RETURNING public_id",
+            shop_id,
+        )
+        assert shape.fullmatch(made) and made not in new.values()
+    finally:
+        await conn.close()
+
+
+async def test_a_case_number_is_fifty_random_bits(conn: asyncpg.Connection) -> None:
+    """Every one of the ten symbols takes all 32 values (none is a UUID's fixed version or variant
+    bits), so a case number is as hard to guess as a tracking number."""
+    numbers = [r[0] for r in await conn.fetch("SELECT new_case_number() FROM generate_series(1, 2000)")]
+    assert len(set(numbers)) == len(numbers)
+    symbols = [n.removeprefix("CS-").replace("-", "") for n in numbers]
+    assert all(len({s[i] for s in symbols}) == 32 for i in range(10))

@@ -414,7 +414,8 @@ async def test_a_resolved_case_is_closed_with_its_public_note(
     await move("close")
     assert (await one(client, number))["status"] == "closed"
     # the reporter reopens: open again, and their reason (their own words) is not a status note
-    await cases.reopen_by_reporter(conn, case_number, "还是没退钱，电话13900001111")
+    tracking = await conn.fetchval("SELECT tracking_number FROM case_file WHERE request_id = $1", number)
+    await cases.reopen_by_reporter(conn, tracking, "还是没退钱，电话13900001111")
     request = await one(client, number)
     assert (request["status"], request["status_notes"]) == ("open", "已责令退还多收款项")
     assert await ids(client, status="closed") == []

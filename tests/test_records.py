@@ -269,7 +269,7 @@ async def test_a_citizen_complains_anonymously_and_gets_a_tracking_number(
     number = filed.json()["tracking_number"]
     assert number.startswith("TS-") and len(number) == 14
     case = await conn.fetchrow(
-        "SELECT source, category, status, reporter_phone FROM case_file WHERE public_id = $1", number
+        "SELECT source, category, status, reporter_phone FROM case_file WHERE tracking_number = $1", number
     )
     assert case is not None and tuple(case) == ("complaint", "food_safety", "open", None)
     tracked = (await client.get(f"/track/{number.lower()}", headers=JSON)).json()

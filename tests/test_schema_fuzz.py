@@ -103,7 +103,8 @@ def real_path_parameters(world: w.World, path: str) -> dict[str, Any]:
     """The world's own objects for an operation's path parameters (those it has)."""
     known: dict[str, Any] = {
         "code": world.shop_a,
-        "number": world.complaint_a,
+        # a case's own number for staff and the shop, the reporter's tracking number for /track
+        "number": world.complaint_a if path.startswith("/track/") else world.case_a,
         "policy_id": world.policy,
         "item_id": world.inbox_a,
         "request_file": "SR-WORLD-00001.json",

@@ -74,7 +74,7 @@ async def test_events_reach_the_subscriptions_that_asked_for_them(
         await factories.licence(conn, world.shop_a_id, valid_to=TODAY - datetime.timedelta(days=2))
         await cases.intake(conn, TODAY)
         await conn.execute(
-            "UPDATE case_file SET status = 'closed', closed_at = now() WHERE public_id = 'TS-WORLD-00001'"
+            "UPDATE case_file SET status = 'closed', closed_at = now() WHERE public_id = 'CS-WORLD-00001'"
         )
         await deliver(conn, area_hook)
         trade_hook.wait_idle()

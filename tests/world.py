@@ -37,7 +37,8 @@ class World(msgspec.Struct):
     tokens: dict[str, str]
     inspection_a: str  # public id of an inspection of shop A
     submission_a: str  # public id of a licence shop A's owner sent in, not yet verified
-    complaint_a: str  # tracking number of a complaint about shop A
+    complaint_a: str  # the reporter's tracking number of a complaint about shop A
+    case_a: str  # that complaint's case: its own number, as staff and the shop see it
     policy: str  # public id of a policy sent to subdistrict 001's catering shops (shop A)
     inbox_a: int  # its delivery to shop A's inbox
 
@@ -48,6 +49,7 @@ class World(msgspec.Struct):
             i=self.inspection_a,
             s=self.submission_a,
             c=self.complaint_a,
+            case=self.case_a,
             p=self.policy,
             m=self.inbox_a,
         )
@@ -111,8 +113,9 @@ async def build(conn: asyncpg.Connection, client: AsyncTestClient[Any]) -> World
         shop_a,
     )
     await conn.execute(
-        "INSERT INTO case_file (public_id, request_id, shop_id, source, category, description, area_path,"
-        " department, sla_due_at) VALUES ('TS-WORLD-00001', 'SR-WORLD-00001', $1, 'complaint', 'hygiene',"
+        "INSERT INTO case_file (public_id, tracking_number, request_id, shop_id, source, category,"
+        " description, area_path, department, sla_due_at) VALUES ('CS-WORLD-00001', 'TS-WORLD-00001',"
+        " 'SR-WORLD-00001', $1, 'complaint', 'hygiene',"
         " '门口垃圾堆放',"
         " '310199.310199001', 'food_safety', now() + interval '3 days')",
         shop_a,
@@ -139,4 +142,5 @@ async def build(conn: asyncpg.Connection, client: AsyncTestClient[Any]) -> World
         inspection_a=inspection,
         submission_a=submission,
         complaint_a="TS-WORLD-00001",
+        case_a="CS-WORLD-00001",
     )

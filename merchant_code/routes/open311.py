@@ -9,8 +9,11 @@ categories as services, and complaints as service requests, for apps that speak 
   the open case about the same shop and category (the answer's `service_notice` says so); a new
   request is answered 201 (the spec's examples show 200).
 - A service request is a complaint case (source `complaint`) or a report that joined one; its
-  `service_request_id` is the tracking number the reporter got, its status the case's
-  (open, assigned, in_progress: `open`; resolved, closed: `closed`).
+  `service_request_id` is that report's own public id (`SR-`), never the reporter's tracking
+  number nor the case's number: requests are listed to everyone, while a tracking number opens the
+  reporter's page and its reopen, so it is only in the `service_notice` answering the client that
+  filed the request. Its status is the case's (open, assigned, in_progress: `open`; resolved,
+  closed: `closed`).
 - What is published: the category, the department (never a person), the dates, the shop's public
   name, address and coordinates, and the latest note staff made public. Never the reporter's
   contact, nor the reporter's own text (it may name people or carry a phone number, and Open311
@@ -494,8 +497,9 @@ async def create_request(
     `description` (up to 2000 characters), a location (`address_id`: the shop's code; or `lat` and
     `long`: the nearest shop within 50 metres), and optionally `first_name`, `last_name`, `phone`,
     `email` (seen by staff only). `media_url`, `device_id`, `account_id` and `attribute[...]` are
-    not kept. 201 with the tracking number as `service_request_id`; 403 for a bad key, 429 past
-    600 requests an hour from one key."""
+    not kept. 201 with the request's public id as `service_request_id` and the reporter's
+    tracking page in `service_notice`; 403 for a bad key, 429 past 600 requests an hour from one
+    key."""
     fields = await _fields(request)
     client = await _api_client(conn, fields)
     try:  # counted even if the request fails later
@@ -536,7 +540,7 @@ async def create_request(
             actor=None,
             action="complaint.file",
             object_type="case",
-            object_id=opened.tracking_number,
+            object_id=opened.case_number,  # the audit trail is staff's: never the reporter's number
             request_id=access.request_id_of(request),
             detail={
                 "shop": where.shop_code,

@@ -17,11 +17,13 @@ SELECT code, name, name_en, sla_hours, public FROM case_category WHERE code = :c
 SELECT code, name, name_en, sla_hours, public FROM case_category
 WHERE NOT :public_only OR public ORDER BY code;
 
--- name: create_case(public_id, shop_id, source, category, description, reporter_name, reporter_phone, reporter_email, photo_id, inspection_id, licence_id, due, via, actor, lat, lon)^
-INSERT INTO case_file (public_id, shop_id, source, category, department, description, reporter_name,
+-- name: create_case(tracking_number, shop_id, source, category, description, reporter_name, reporter_phone, reporter_email, photo_id, inspection_id, licence_id, due, via, actor, lat, lon)^
+-- The case's own number is the column's default (new_case_number()); the tracking number is the
+-- first reporter's.
+INSERT INTO case_file (tracking_number, shop_id, source, category, department, description, reporter_name,
                        reporter_phone, reporter_email, photo_id, inspection_id, licence_id, sla_due_at, via,
                        created_by_account_id, area_path, lat, lon)
-SELECT :public_id, s.id, :source, :category, case_department(s.id, :category), :description, :reporter_name,
+SELECT :tracking_number, s.id, :source, :category, case_department(s.id, :category), :description, :reporter_name,
        :reporter_phone, :reporter_email, :photo_id, :inspection_id, :licence_id,
        coalesce(:due::timestamptz, now() + make_interval(hours => (SELECT sla_hours FROM case_category WHERE code = :category))),
        :via, :actor, a.path, coalesce(:lat::float8, s.lat), coalesce(:lon::float8, s.lon)
@@ -200,8 +202,12 @@ SELECT code, name, name_en FROM department ORDER BY code;
 -- name: get_route_department(shop_id, category)$
 SELECT case_department(:shop_id, :category);
 
--- name: get_case_number_for_report(public_id)$
-SELECT c.public_id FROM case_report r JOIN case_file c ON c.id = r.case_id WHERE r.public_id = :public_id;
+-- name: get_case_number_for_tracking(number)^
+-- The case a reporter's tracking number follows: the first reporter's, or a joined report's.
+SELECT public_id, false AS joined FROM case_file WHERE tracking_number = :number
+UNION ALL
+SELECT c.public_id, true FROM case_report r JOIN case_file c ON c.id = r.case_id WHERE r.public_id = :number
+LIMIT 1;
 
 -- name: route_codes_known(department, trade, category)^
 SELECT EXISTS (SELECT 1 FROM department WHERE code = :department) AS department,

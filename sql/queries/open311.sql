@@ -78,7 +78,7 @@ ORDER BY q.requested_at DESC, q.service_request_id
 LIMIT :limit;
 
 -- name: list_open311_requests_by_id(ids)
--- The same, for the given tracking numbers (a case's own, or a joined report's).
+-- The same, for the given request ids (a case's first report's, or a joined report's): never tracking numbers.
 WITH q AS (
     SELECT c.request_id AS service_request_id, c.id AS case_id, false AS joined, c.opened_at AS requested_at
     FROM case_file c

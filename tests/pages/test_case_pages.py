@@ -48,8 +48,10 @@ async def test_a_complaint_from_the_scan_page_is_followed_to_its_close(
     inspector = await log_in(phone, server, "inspector_in")
     await inspector.click("text=辖区案件")
     await inspector.click("text=老王面馆")
-    assert number in await inspector.locator("article").inner_text()
-    assert "13611112222" in await inspector.locator("article").inner_text()  # staff may call back
+    article = await inspector.locator("article").inner_text()
+    # the case by its own number: the citizen's tracking number is theirs alone
+    assert "CS-" in article and number not in article
+    assert "13611112222" in article  # staff may call back
     await inspector.click("button:has-text('分派')")
     await inspector.click("button:has-text('开始办理')")
     await inspector.fill("#resolve-note", NOTE)
