@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from merchant_code import accounts, audit, db, migrate, profiles
+from merchant_code import accounts, db, migrate, profiles
 from merchant_code import district as seeding
 from merchant_code.errors import DomainError, StartupError
 from merchant_code.settings import PREFIX, Settings
@@ -221,14 +221,36 @@ def account(url: str, args: argparse.Namespace) -> None:
             print(f"password: {new}")
 
 
-def audit_verify(url: str) -> None:
-    checked, broken = asyncio.run(_with_conn(url, audit.verify))
-    if broken is not None:
-        raise DomainError(
-            f"audit chain broken at audit_event id {broken.id}: {broken.reason}"
-            f" ({checked} rows before it are intact)"
-        )
-    print(f"audit chain intact: {checked} events")
+def audit_trail(settings: Settings, url: str, args: argparse.Namespace) -> None:
+    from merchant_code import audit_checkpoints as checkpoints
+
+    if args.action == "checkpoint":
+        made = asyncio.run(_with_conn(url, lambda conn: checkpoints.make(conn, settings)))
+        if made is None:
+            print("nothing to sign: the chain is empty or its head is signed already")
+        else:
+            print(f"checkpoint {made.id}: head row {made.head_id} signed with key {made.kid}")
+    elif args.action == "export-checkpoints":
+        data, count = asyncio.run(_with_conn(url, checkpoints.export))
+        _write_out(args.out, data)
+        print(f"wrote {args.out}: {count} checkpoint(s); keep it where the database's owner cannot write,"
+              " and hold the chain to it with `merchant-code audit verify --checkpoints FILE`")  # fmt: skip
+    else:
+        audit_verify(url, args.checkpoints)
+
+
+def audit_verify(url: str, exported_file: str | None = None) -> None:
+    from merchant_code import audit_checkpoints as checkpoints
+
+    exported = checkpoints.parse_export(_read_in(exported_file)) if exported_file else None
+    report = asyncio.run(_with_conn(url, lambda conn: checkpoints.verify(conn, exported)))
+    if report.problems:
+        raise DomainError("\n".join(report.problems))
+    skipped = f" ({report.skipped} signed by a revoked key not relied on)" if report.skipped else ""
+    print(
+        f"audit chain intact: {report.checked} events;"
+        f" {report.checkpoints} signed checkpoint(s) hold{skipped}"
+    )
 
 
 def backup(url: str, args: argparse.Namespace) -> None:
@@ -311,6 +333,15 @@ def qr_verify_offline(payload: str, keyset_file: str) -> None:
         raise DomainError(f"cannot read the key set {keyset_file}: {exc.strerror or exc}") from None
     ok = signing.verify(payload, signing.parse_keyset(data))
     print(f"OK: shop code {ok.code}, key {ok.kid} ({ok.key_status}), base {ok.base} (offline)")
+
+
+def _read_in(path: str) -> bytes:
+    from pathlib import Path
+
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise DomainError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _write_out(path: str, data: bytes) -> None:
