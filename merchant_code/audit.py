@@ -1,18 +1,18 @@
 """The audit trail: every write and every unmasked read of personal data, hash-chained.
 
 Each row's hash is sha256(previous hash + the row's canonical JSON), so editing, inserting or
-deleting a row breaks the chain at that row. Appends take a transaction-scoped advisory lock and
-read the last hash under it, so concurrent writers line up and the chain never forks; the lock
-is released at commit, which is when the row becomes visible to the next writer. (This relies
-on READ COMMITTED, PostgreSQL's default and the only level the service uses: each statement
-sees what committed before it.)
-"""
+deleting a row breaks the chain at that row; rows cut off the end leave what remains intact,
+which the signed checkpoints of the chain's head find (`audit_checkpoints`). Appends take a
+transaction-scoped advisory lock and read the last hash under it, so concurrent writers line up
+and the chain never forks; the lock is released at commit, which is when the row becomes visible
+to the next writer. (This relies on READ COMMITTED, PostgreSQL's default and the only level the
+service uses: each statement sees what committed before it.)"""
 
 from __future__ import annotations
 
 import datetime
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import asyncpg
@@ -90,24 +90,44 @@ async def append(
     return event.id
 
 
-async def verify(conn: asyncpg.Connection, batch: int = 5000) -> tuple[int, Broken | None]:
-    """(rows checked, the first broken row or None), reading the chain in id order."""
+class Walked(msgspec.Struct, frozen=True):
+    checked: int
+    broken: Broken | None
+    last_id: int | None  # the last row of the chain read (before the break, if there is one)
+    hashes: dict[int, bytes]  # the hash of each row asked for in `keep` that the chain holds
+
+
+async def walk(conn: asyncpg.Connection, *, batch: int = 5000, keep: Collection[int] = ()) -> Walked:
+    """Recompute the chain in id order up to its first broken row, keeping the hashes of the rows
+    named in `keep` (the heads that checkpoints signed)."""
     checked = 0
     prev: bytes | None = None
     after = 0
+    last: int | None = None
+    hashes: dict[int, bytes] = {}
     while True:
         rows = [r async for r in _page(conn, after, batch)]
         if not rows:
-            return checked, None
+            return Walked(checked, None, last, hashes)
         for row in rows:
             event = msgspec.convert({k: row[k] for k in Event.__struct_fields__}, Event)
             if row["prev_hash"] != prev:
-                return checked, Broken(event.id, "its prev_hash is not the hash of the row before it")
+                broken = Broken(event.id, "its prev_hash is not the hash of the row before it")
+                return Walked(checked, broken, last, hashes)
             if row["hash"] != digest(prev, event, row["detail_text"]):
-                return checked, Broken(event.id, "its content does not match its hash")
+                return Walked(checked, Broken(event.id, "its content does not match its hash"), last, hashes)
             prev = row["hash"]
-            after = event.id
+            after = last = event.id
+            if event.id in keep:
+                hashes[event.id] = row["hash"]
             checked += 1
+
+
+async def verify(conn: asyncpg.Connection, batch: int = 5000) -> tuple[int, Broken | None]:
+    """(rows checked, the first broken row or None), reading the chain in id order. Rows cut off
+    the end leave this intact: `checkpoints.verify` finds those."""
+    walked = await walk(conn, batch=batch)
+    return walked.checked, walked.broken
 
 
 def _page(conn: asyncpg.Connection, after: int, batch: int) -> AsyncIterator[asyncpg.Record]:

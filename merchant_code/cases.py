@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 import asyncpg
 import msgspec
 
-from merchant_code import auth, db
+from merchant_code import audit, auth, db
 from merchant_code.errors import Conflict, Forbidden, InvalidInput, NotFound
 from merchant_code.records import new_tracking_number
 
@@ -216,10 +216,11 @@ async def transition(
     *,
     photo_id: int | None = None,
     now: datetime.datetime | None = None,
+    request_id: str | None = None,
 ) -> str:
     """Move a case (by its own number) on, as staff (principal) or as its reporter (principal
     None: reopen only, reached through the tracking number). Returns the new status. Illegal moves
-    are 409."""
+    are 409. Staff moves are audited too (the case's own trail is not hash-chained)."""
     now = now or datetime.datetime.now(datetime.UTC)
     if principal is not None:
         case = await case_for_staff(conn, principal, public_id)
@@ -268,6 +269,16 @@ async def transition(
             # the reporter sees every change of status and the notes staff marked public
             public=change.public or (leads_to is not None and change.action != "assign"),
         )
+        if principal is not None:
+            await audit.append(
+                conn,
+                actor=principal.account_id,
+                action=f"case.{change.action}",
+                object_type="case",
+                object_id=case["public_id"],
+                request_id=request_id,
+                detail={"from": status, "to": new_status, "assignee": change.assignee},
+            )
     return new_status
 
 

@@ -114,8 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profiles", help="shop profiles")
     prof.add_argument("action", choices=["rebuild"], help="rebuild: every shop's profile, now")
 
-    audit = sub.add_parser("audit", help="check the audit trail")
-    audit.add_argument("action", choices=["verify"], help="verify: recompute the hash chain")
+    _audit_parser(sub)
 
     shop = sub.add_parser("shop", help="shop administration")
     shop_sub = shop.add_subparsers(dest="action", required=True)
@@ -123,6 +122,20 @@ def _parser() -> argparse.ArgumentParser:
     claim.add_argument("code")
     _qr_parser(sub)
     return parser
+
+
+def _audit_parser(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="check the audit trail; sign and export checkpoints of its head")
+    audit_sub = audit.add_subparsers(dest="action", required=True)
+    verify = audit_sub.add_parser(
+        "verify", help="recompute the hash chain, hold it to every signed checkpoint; exit 1 naming a break"
+    )
+    verify.add_argument("--checkpoints", metavar="FILE", help="also hold it to an exported checkpoint file")
+    audit_sub.add_parser("checkpoint", help="sign the chain's head now (the service does it every 5 minutes)")
+    export = audit_sub.add_parser(
+        "export-checkpoints", help="write every checkpoint and the keys that signed them, to keep elsewhere"
+    )
+    export.add_argument("--out", metavar="FILE", required=True, help="file to write (JSON)")
 
 
 def _qr_parser(sub: Any) -> None:
@@ -166,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "migrate": commands.migrate_only,
             "seed": lambda settings, url: commands.seed(settings, url, args.shops, args.seed),
             "account": lambda _, url: commands.account(url, args),
-            "audit": lambda _, url: commands.audit_verify(url),
+            "audit": lambda settings, url: commands.audit_trail(settings, url, args),
             "backup": lambda _, url: commands.backup(url, args),
             "restore": lambda _, url: commands.restore(url, args),
             "profiles": commands.rebuild_profiles,

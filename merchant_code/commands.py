@@ -222,14 +222,36 @@ def account(url: str, args: argparse.Namespace) -> None:
             print(f"password: {new}")
 
 
-def audit_verify(url: str) -> None:
-    checked, broken = asyncio.run(_with_conn(url, audit.verify))
-    if broken is not None:
-        raise DomainError(
-            f"audit chain broken at audit_event id {broken.id}: {broken.reason}"
-            f" ({checked} rows before it are intact)"
-        )
-    print(f"audit chain intact: {checked} events")
+def audit_trail(settings: Settings, url: str, args: argparse.Namespace) -> None:
+    from merchant_code import audit_checkpoints as checkpoints
+
+    if args.action == "checkpoint":
+        made = asyncio.run(_with_conn(url, lambda conn: checkpoints.make(conn, settings)))
+        if made is None:
+            print("nothing to sign: the chain is empty or its head is signed already")
+        else:
+            print(f"checkpoint {made.id}: head row {made.head_id} signed with key {made.kid}")
+    elif args.action == "export-checkpoints":
+        data, count = asyncio.run(_with_conn(url, checkpoints.export))
+        _write_out(args.out, data)
+        print(f"wrote {args.out}: {count} checkpoint(s); keep it where the database's owner cannot write,"
+              " and hold the chain to it with `merchant-code audit verify --checkpoints FILE`")  # fmt: skip
+    else:
+        audit_verify(url, args.checkpoints)
+
+
+def audit_verify(url: str, exported_file: str | None = None) -> None:
+    from merchant_code import audit_checkpoints as checkpoints
+
+    exported = checkpoints.parse_export(_read_in(exported_file)) if exported_file else None
+    report = asyncio.run(_with_conn(url, lambda conn: checkpoints.verify(conn, exported)))
+    if report.problems:
+        raise DomainError("\n".join(report.problems))
+    skipped = f" ({report.skipped} signed by a revoked key not relied on)" if report.skipped else ""
+    print(
+        f"audit chain intact: {report.checked} events;"
+        f" {report.checkpoints} signed checkpoint(s) hold{skipped}"
+    )
 
 
 def backup(url: str, args: argparse.Namespace) -> None:
@@ -314,6 +336,15 @@ def qr_verify_offline(payload: str, keyset_file: str) -> None:
     print(f"OK: shop code {ok.code}, key {ok.kid} ({ok.key_status}), base {ok.base} (offline)")
 
 
+def _read_in(path: str) -> bytes:
+    from pathlib import Path
+
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise DomainError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def _write_out(path: str, data: bytes) -> None:
     from pathlib import Path
 
@@ -321,6 +352,16 @@ def _write_out(path: str, data: bytes) -> None:
         Path(path).write_bytes(data)
     except OSError as exc:
         raise DomainError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+async def _console_audit(
+    conn: Any, action: str, object_type: str, object_id: str, detail: dict[str, Any] | None = None
+) -> None:
+    """A change made at the console: audited with no actor, in the change's transaction. Actions
+    are named `<object>.<command>` after the command that made them (channel.add, feed.add)."""
+    await audit.append(
+        conn, actor=None, action=action, object_type=object_type, object_id=object_id, detail=detail
+    )
 
 
 def channels(url: str, args: argparse.Namespace) -> None:
@@ -337,14 +378,18 @@ async def _channels(url: str, args: argparse.Namespace) -> None:
             if not re.match(r"^https?://\S+$", args.url):
                 raise DomainError("--url must be an http(s) URL")
             secret = sys.stdin.readline().strip() or None if args.secret_stdin else None
-            await db.queries.upsert_channel(
-                conn,
-                name=args.name,
-                url=args.url,
-                secret=secret,
-                allow_private=args.allow_private,
-                enabled=not args.disable,
-            )
+            async with conn.transaction():
+                await db.queries.upsert_channel(
+                    conn,
+                    name=args.name,
+                    url=args.url,
+                    secret=secret,
+                    allow_private=args.allow_private,
+                    enabled=not args.disable,
+                )
+                detail = {"url": args.url, "signed": secret is not None, "enabled": not args.disable,
+                          "allow_private": args.allow_private}  # fmt: skip
+                await _console_audit(conn, "channel.add", "channel", args.name, detail)
             state = "disabled" if args.disable else "enabled"
             print(f"channel {args.name} ({state}) -> {args.url}{' signed' if secret else ''}")
             return
@@ -375,14 +420,20 @@ async def _open311(url: str, args: argparse.Namespace) -> None:
             if not re.match(r"^[a-z0-9][a-z0-9_.-]{0,63}$", args.name):
                 raise DomainError("an Open311 key's name is 1-64 lower-case letters, digits, ., - or _")
             key = new_key()
-            if await db.queries.create_open311_key(conn, name=args.name, key_hash=hash_key(key)) is None:
-                raise DomainError(f"an Open311 key named {args.name} exists: disable it, create another name")
+            async with conn.transaction():
+                if await db.queries.create_open311_key(conn, name=args.name, key_hash=hash_key(key)) is None:
+                    raise DomainError(
+                        f"an Open311 key named {args.name} exists: disable it, create another name"
+                    )
+                await _console_audit(conn, "open311-key.create", "open311_key", args.name)
             print(f"open311 key {args.name}: {key}")
             print("shown once (only its hash is kept): the app sends it as api_key")
             return
         if args.action == "disable":
-            if not await db.queries.disable_open311_key(conn, name=args.name):
-                raise DomainError(f"no enabled Open311 key is named {args.name}")
+            async with conn.transaction():
+                if not await db.queries.disable_open311_key(conn, name=args.name):
+                    raise DomainError(f"no enabled Open311 key is named {args.name}")
+                await _console_audit(conn, "open311-key.disable", "open311_key", args.name)
             print(f"open311 key {args.name} disabled")
             return
         rows = [r async for r in db.queries.list_open311_keys(conn)]
@@ -445,14 +496,17 @@ async def _feeds(url: str, args: argparse.Namespace) -> None:
                     raise DomainError(f"the {args.kind} source's options are not valid: {exc}") from None
                 if args.interval < 60:
                     raise DomainError("--interval must be at least 60 seconds")
-                await db.queries.create_feed_source(
-                    conn,
-                    kind=args.kind,
-                    name=args.name,
-                    url=args.url,
-                    config=config,
-                    interval_seconds=args.interval,
-                )
+                async with conn.transaction():
+                    await db.queries.create_feed_source(
+                        conn,
+                        kind=args.kind,
+                        name=args.name,
+                        url=args.url,
+                        config=config,
+                        interval_seconds=args.interval,
+                    )
+                    detail = {"kind": args.kind, "url": args.url, "interval": args.interval, "config": config}
+                    await _console_audit(conn, "feed.add", "feed_source", args.name, detail)
                 print(f"source {args.name} ({args.kind}) every {args.interval} s from {args.url}")
                 return
             if args.action == "status":

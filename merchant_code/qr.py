@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from merchant_code import db
+from merchant_code import audit, db
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import DomainError, InvalidInput, NotFound, StartupError
 from merchant_code.settings import Settings
@@ -304,19 +304,24 @@ async def _new_key(conn: asyncpg.Connection, settings: Settings) -> SigningKey:
 
 
 async def rotate(conn: asyncpg.Connection, settings: Settings) -> tuple[SigningKey, list[str]]:
-    """A new signing key; the ones before it are retired (they still verify)."""
+    """A new signing key; the ones before it are retired (they still verify). Audited, like every
+    change of keys and codes, with no actor (the operator at the console)."""
     async with conn.transaction():
         await db.queries.lock_qr_keys(conn)
         retired = [r["kid"] async for r in db.queries.retire_active_qr_keys(conn)]
-        return await _new_key(conn, settings), retired
+        key = await _new_key(conn, settings)
+        await audit.append(conn, actor=None, action="qr-key.rotate", object_type="qr_key", object_id=key.kid,
+                           detail={"retired": retired})  # fmt: skip
+        return key, retired
 
 
 async def revoke_key(conn: asyncpg.Connection, kid: str) -> datetime.datetime:
     async with conn.transaction():
         await db.queries.lock_qr_keys(conn)
         row = await db.queries.revoke_qr_key(conn, kid=kid)
-    if row is None:
-        raise NotFound(f"no QR key {kid!r}")
+        if row is None:
+            raise NotFound(f"no QR key {kid!r}")
+        await audit.append(conn, actor=None, action="qr-key.revoke", object_type="qr_key", object_id=kid)
     revoked_at: datetime.datetime = row["revoked_at"]
     return revoked_at
 
@@ -325,9 +330,12 @@ async def revoke_code(conn: asyncpg.Connection, raw_code: str, reason: str) -> R
     code = parse_shop_code(raw_code)
     if not reason.strip():
         raise InvalidInput("reason", "say why the code is revoked")
-    row = await db.queries.create_qr_revocation(conn, code=code, reason=reason.strip())
-    if row is None:
-        raise NotFound(f"no shop has the code {code}")
+    async with conn.transaction():
+        row = await db.queries.create_qr_revocation(conn, code=code, reason=reason.strip())
+        if row is None:
+            raise NotFound(f"no shop has the code {code}")
+        await audit.append(conn, actor=None, action="shop-code.revoke", object_type="shop", object_id=code,
+                           detail={"reason": reason.strip()})  # fmt: skip
     return msgspec.convert(dict(row), RevokedCode)
 
 

@@ -25,7 +25,7 @@ class Job(msgspec.Struct, frozen=True):
 
 def registered_jobs() -> list[Job]:
     """Every periodic job; the issues that add feeds, pushes and cases add theirs here."""
-    from merchant_code import auth, cases, exports, policies, profiles
+    from merchant_code import audit_checkpoints, auth, cases, exports, policies, profiles
 
     return [
         Job(id="auth-housekeeping", func=auth.housekeeping, seconds=600),
@@ -34,6 +34,13 @@ def registered_jobs() -> list[Job]:
         Job(id="cases-intake", func=cases.intake_job, seconds=30),
         Job(id="policies-reminders", func=policies.reminder_job, seconds=3600, at_start=True),
         Job(id="exports-run", func=exports.run_job, seconds=10),
+        # signed heads of the audit chain: a tail cut after one is found (audit_checkpoints)
+        Job(
+            id="audit-checkpoint",
+            func=audit_checkpoints.checkpoint_job,
+            seconds=audit_checkpoints.CHECKPOINT_SECONDS,
+            at_start=True,
+        ),
     ]
 
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import asyncpg
 import msgspec
 
-from merchant_code import auth, db
+from merchant_code import audit, auth, db
 from merchant_code.errors import Conflict, InvalidInput, NotFound
 
 Event = Literal["grade_changed", "licence_expired", "case_opened", "case_closed"]
@@ -65,8 +65,11 @@ def _prefix(principal: auth.Principal) -> str | None:
     return None if principal.role == "admin" else principal.area_path
 
 
-async def subscribe(conn: asyncpg.Connection, principal: auth.Principal, data: SubscriptionIn) -> Subscribed:
-    """A manager subscribes an outside system to events inside their area (an admin: anywhere)."""
+async def subscribe(
+    conn: asyncpg.Connection, principal: auth.Principal, data: SubscriptionIn, request_id: str | None = None
+) -> Subscribed:
+    """A manager subscribes an outside system to events inside their area (an admin: anywhere);
+    audited (the secret is not)."""
     from merchant_code import records
 
     area_path = None
@@ -96,6 +99,16 @@ async def subscribe(conn: asyncpg.Connection, principal: auth.Principal, data: S
                 shop_id=shop_id,
                 created_by=principal.account_id,
             )
+            await audit.append(
+                conn,
+                actor=principal.account_id,
+                action="webhook.subscribe",
+                object_type="webhook",
+                object_id=data.name,
+                request_id=request_id,
+                detail={"url": data.url, "events": sorted(set(data.events)), "area": data.area_code,
+                        "trade": data.trade, "shop": data.shop_code},
+            )  # fmt: skip
     except asyncpg.UniqueViolationError:
         raise Conflict(f"a channel or subscription is already named {data.name}") from None
     return Subscribed(name=data.name, secret=secret)
@@ -105,10 +118,20 @@ async def list_for(conn: asyncpg.Connection, principal: auth.Principal) -> list[
     return await db.fetch_all(db.queries.list_subscriptions(conn, prefix=_prefix(principal)), Subscription)
 
 
-async def unsubscribe(conn: asyncpg.Connection, principal: auth.Principal, name: str) -> None:
-    """Stop a subscription (kept, disabled: its delivery history stays readable)."""
+async def unsubscribe(
+    conn: asyncpg.Connection, principal: auth.Principal, name: str, request_id: str | None = None
+) -> None:
+    """Stop a subscription (kept, disabled: its delivery history stays readable); audited."""
     if not await db.queries.disable_subscription(conn, name=name, prefix=_prefix(principal)):
         raise NotFound("no such subscription in your area")
+    await audit.append(
+        conn,
+        actor=principal.account_id,
+        action="webhook.unsubscribe",
+        object_type="webhook",
+        object_id=name,
+        request_id=request_id,
+    )
 
 
 async def ensure_event_policies(conn: asyncpg.Connection) -> None:

@@ -19,7 +19,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_201_CREATED
 
-from merchant_code import auth, cases, db, forms, records, uploads
+from merchant_code import access, audit, auth, cases, db, forms, records, uploads
 from merchant_code.bodies import body_of
 from merchant_code.errors import DomainError, InvalidInput, NotFound
 from merchant_code.profile_cache import full_profile
@@ -83,6 +83,7 @@ class CaseOpened(msgspec.Struct, frozen=True):
 
 @post("/api/v1/cases", opt={"access": "manager"}, tags=["cases"], status_code=HTTP_201_CREATED)
 async def api_open_case(
+    request: Request[Any, Any, Any],
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
     data: JSONBody[ManualCase],
@@ -101,6 +102,15 @@ async def api_open_case(
         due=data.due,
         via="api",
         actor=principal.account_id,
+    )
+    await audit.append(
+        conn,
+        actor=principal.account_id,
+        action="case.open",
+        object_type="case",
+        object_id=opened.case_number,
+        request_id=access.request_id_of(request),
+        detail={"shop": shop.code, "category": data.category, "joined": opened.joined},
     )
     return CaseOpened(
         case=opened.case_number, joined=opened.joined, department=opened.department, due=opened.due
@@ -123,6 +133,7 @@ class Moved(msgspec.Struct, frozen=True):
 
 @post("/api/v1/cases/{number:str}/transitions", opt={"access": "staff"}, tags=["cases"], status_code=200)
 async def api_transition(
+    request: Request[Any, Any, Any],
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
     number: FromPath[str],
@@ -131,7 +142,8 @@ async def api_transition(
     """`{action: assign|start|resolve|close|reopen|note, note?, public?, assignee?}`. An illegal
     move (closing an unassigned case, closing a rectification case before a follow-up
     inspection passes, reopening after the window) is 409."""
-    return Moved(status=await cases.transition(conn, principal, number, data))
+    moved = await cases.transition(conn, principal, number, data, request_id=access.request_id_of(request))
+    return Moved(status=moved)
 
 
 @get("/api/v1/merchant/cases", opt={"access": "merchant"}, tags=["merchant"])
@@ -223,6 +235,7 @@ async def api_routes(
 
 @put("/api/v1/manage/routes", opt={"access": "manager"}, tags=["cases"])
 async def api_set_route(
+    request: Request[Any, Any, Any],
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
     data: JSONBody[RouteIn],
@@ -254,12 +267,22 @@ async def api_set_route(
         department=data.department,
         actor=principal.account_id,
     )
+    await audit.append(
+        conn,
+        actor=principal.account_id,
+        action="route.set",
+        object_type="route",
+        object_id=str(route_id),
+        request_id=access.request_id_of(request),
+        detail=msgspec.structs.asdict(data),
+    )
     rows = await db.fetch_all(db.queries.list_routes(conn, prefix=_prefix(principal)), Route)
     return next(r for r in rows if r.id == route_id)
 
 
 @delete("/api/v1/manage/routes/{route_id:int}", opt={"access": "manager"}, tags=["cases"])
 async def api_delete_route(
+    request: Request[Any, Any, Any],
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
     route_id: RowId,
@@ -267,6 +290,8 @@ async def api_delete_route(
     """Remove a row of the caller's area (jurisdiction-wide rows stay: they are the fallback)."""
     if not await db.queries.delete_route(conn, id=route_id, prefix=_prefix(principal)):
         raise NotFound("no such route in your area")
+    await audit.append(conn, actor=principal.account_id, action="route.delete", object_type="route",
+                       object_id=str(route_id), request_id=access.request_id_of(request))  # fmt: skip
 
 
 # --- pages -------------------------------------------------------------------------------------
@@ -351,7 +376,7 @@ async def case_transition_submit(
         change = cases.TransitionIn(
             action=form.action, note=form.note, public=form.public, assignee=form.assignee or None
         )
-        await cases.transition(conn, principal, number, change)
+        await cases.transition(conn, principal, number, change, request_id=access.request_id_of(request))
     except DomainError as exc:
         if isinstance(exc, NotFound):
             raise

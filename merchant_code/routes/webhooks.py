@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
-from litestar import delete, get, post
+from litestar import Request, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
-from merchant_code import auth, webhooks
+from merchant_code import access, auth, webhooks
 
 
 @get("/api/v1/manage/webhooks", opt={"access": "manager"}, tags=["webhooks"])
@@ -21,6 +23,7 @@ async def api_list_webhooks(
 
 @post("/api/v1/manage/webhooks", opt={"access": "manager"}, tags=["webhooks"], status_code=HTTP_201_CREATED)
 async def api_subscribe(
+    request: Request[Any, Any, Any],
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
     data: JSONBody[webhooks.SubscriptionIn],
@@ -28,12 +31,15 @@ async def api_subscribe(
     """Subscribe an outside system (`url`) to `events` (grade_changed, licence_expired,
     case_opened, case_closed) about the shops of an area (and below), a trade in it, or one
     shop. The answer holds the HMAC secret, once."""
-    return await webhooks.subscribe(conn, principal, data)
+    return await webhooks.subscribe(conn, principal, data, access.request_id_of(request))
 
 
 @delete("/api/v1/manage/webhooks/{name:str}", opt={"access": "manager"}, tags=["webhooks"])
 async def api_unsubscribe(
-    conn: NamedDependency[asyncpg.Connection], principal: NamedDependency[auth.Principal], name: FromPath[str]
+    request: Request[Any, Any, Any],
+    conn: NamedDependency[asyncpg.Connection],
+    principal: NamedDependency[auth.Principal],
+    name: FromPath[str],
 ) -> None:
     """Stop a subscription of the caller's area."""
-    await webhooks.unsubscribe(conn, principal, name)
+    await webhooks.unsubscribe(conn, principal, name, access.request_id_of(request))

@@ -28,3 +28,17 @@ FROM audit_event WHERE id > :after ORDER BY id LIMIT :batch;
 SELECT e.id, e.at, a.login AS actor, e.action, e.object_type, e.object_id, e.request_id, e.detail
 FROM audit_event e LEFT JOIN account a ON a.id = e.actor_account_id
 WHERE e.id < :before ORDER BY e.id DESC LIMIT :limit;
+
+-- name: get_audit_head()^
+-- the chain's newest row: what a checkpoint signs
+SELECT id, hash FROM audit_event ORDER BY id DESC LIMIT 1;
+
+-- name: create_audit_checkpoint(at, head_id, head_hash, kid, signature)$
+-- one checkpoint per head: another instance that signed this head already wins (NULL)
+INSERT INTO audit_checkpoint (at, head_id, head_hash, kid, signature)
+VALUES (:at, :head_id, :head_hash, :kid, :signature)
+ON CONFLICT (head_id) DO NOTHING
+RETURNING id;
+
+-- name: list_audit_checkpoints()
+SELECT id, at, head_id, head_hash, kid, signature FROM audit_checkpoint ORDER BY id;
