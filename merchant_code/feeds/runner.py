@@ -11,9 +11,10 @@ connection of its own for the whole run, is tried first and the run skipped when
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -26,6 +27,7 @@ from merchant_code import db
 from merchant_code.codes import parse_uscc
 from merchant_code.errors import InvalidInput, NotFound
 from merchant_code.feeds import http as feed_http
+from merchant_code.feeds import limits as feed_limits
 from merchant_code.feeds.base import (
     InspectionRecord,
     LicenceRecord,
@@ -77,8 +79,9 @@ def module_for(kind: str) -> ModuleType:
     return importlib.import_module(MODULES[kind])
 
 
-# keys of `feed_source.config` that are the runner's, not the source module's
-RUNNER_KEYS = ("allow_private", "deadline")
+# keys of `feed_source.config` that are the runner's, not the source module's (max_bytes and
+# max_ratio: how much one page may unpack to, see limits.py)
+RUNNER_KEYS = ("allow_private", "deadline", *feed_limits.KEYS)
 
 
 async def run_source(
@@ -114,7 +117,8 @@ async def run_source(
         runner_options = {k: options.pop(k) for k in RUNNER_KEYS if k in options}
         config = msgspec.convert({"url": source["url"], **options}, mod.Config)
         deadline = deadline or float(runner_options.get("deadline", DEADLINE))
-        async with db.acquire(pool) as conn:
+        limits = feed_limits.from_config(runner_options)
+        async with db.acquire(pool) as conn, _applied(limits):
             run_id: int = await db.queries.create_feed_run(conn, source_id=source["id"])
             result = RunResult(name, "ok", run_id=run_id)
             cursor = _cursor(source["cursor"])
@@ -152,6 +156,12 @@ async def run_source(
                 await db.queries.feed_source_succeeded(conn, id=source["id"])
     result.seconds = time.perf_counter() - started
     return result
+
+
+@contextlib.asynccontextmanager
+async def _applied(limits: feed_limits.Limits) -> AsyncIterator[None]:
+    with feed_limits.applied(limits):
+        yield
 
 
 def _cursor(stored: Any) -> str | None:
@@ -217,8 +227,8 @@ async def store(conn: asyncpg.Connection, source_id: int, source: str, run_id: i
             conn,
             run_id=run_id,
             source_id=source_id,
-            external_ids=[r.external_id for r in rejects],
-            raws=[r.raw for r in rejects],
+            external_ids=[r.external_id and r.external_id[:500] for r in rejects],
+            raws=[feed_limits.clip(r.raw) for r in rejects],
             reasons=[r.reason[:500] for r in rejects],
         )
     counts.quarantined = len(rejects)
