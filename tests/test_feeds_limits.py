@@ -27,6 +27,7 @@ from merchant_code import db
 from merchant_code.feeds import limits, lives, runner
 from merchant_code.feeds.base import FeedError, Page
 from tests.bombs import BOMB, HEADER, gzip_bomb, serving, zip_bomb
+from tests.test_audit import _cli
 
 ROOT = Path(__file__).resolve().parent.parent
 LIVES = Path(__file__).parent / "fixtures" / "feeds" / "lives"
@@ -192,6 +193,23 @@ def test_a_source_s_limits_are_checked_and_name_the_bad_key() -> None:
         with pytest.raises(msgspec.ValidationError, match=key):
             limits.from_config(bad)
     assert {"max_bytes", "max_ratio"} <= set(runner.RUNNER_KEYS)
+
+
+async def test_feeds_add_takes_limits_and_refuses_a_bad_one_naming_it(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    def add(config: str) -> subprocess.CompletedProcess[str]:
+        return _cli(
+            db_url, "feeds", "add", "city", "--kind", "lives", "--url", "http://127.0.0.1:9/l.zip",
+            "--config", config,
+        )  # fmt: skip
+
+    refused = await asyncio.to_thread(add, '{"max_bytes": 0}')
+    assert refused.returncode == 1 and "max_bytes" in refused.stderr and "Traceback" not in refused.stderr
+    added = await asyncio.to_thread(add, '{"max_bytes": 1048576, "max_ratio": 50}')
+    assert added.returncode == 0, added.stderr
+    config = await conn.fetchval("SELECT config FROM feed_source WHERE name = 'city'")
+    assert config == {"max_bytes": 1048576, "max_ratio": 50}
 
 
 # --- zip members -------------------------------------------------------------------------------
