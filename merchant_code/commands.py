@@ -471,6 +471,7 @@ def feeds(settings: Settings, url: str, args: argparse.Namespace) -> None:
 async def _feeds(url: str, args: argparse.Namespace) -> None:
     import json
 
+    from merchant_code.feeds import limits as feed_limits
     from merchant_code.feeds import runner
 
     await _migrate(url)
@@ -492,6 +493,7 @@ async def _feeds(url: str, args: argparse.Namespace) -> None:
                         {"url": args.url, **{k: v for k, v in config.items() if k not in runner.RUNNER_KEYS}},
                         module.Config,
                     )
+                    feed_limits.from_config(config)
                 except msgspec.ValidationError as exc:
                     raise DomainError(f"the {args.kind} source's options are not valid: {exc}") from None
                 if args.interval < 60:

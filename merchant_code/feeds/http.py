@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import stamina
 
+from merchant_code.feeds import limits as feed_limits
 from merchant_code.feeds.base import FeedError
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -121,10 +122,15 @@ class GuardedTransport(httpx.AsyncBaseTransport):
                 wait_max=10.0,
             ):
                 with attempt:
+                    request.headers["accept-encoding"] = feed_limits.ACCEPT_ENCODING
                     response = await self.inner.handle_async_request(request)
+                    # every body, error pages and redirects included, is read against the limits
+                    response = feed_limits.bounded(response, request)
                     if response.status_code in RETRY_STATUSES:
-                        await response.aread()
-                        await response.aclose()
+                        try:
+                            await response.aread()
+                        finally:
+                            await response.aclose()
                         last = response
                         raise _Retryable(response)
                     return response

@@ -33,6 +33,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 import msgspec
 
+from merchant_code.feeds import limits as feed_limits
+from merchant_code.feeds import unzip
 from merchant_code.feeds.base import (
     FeedError,
     InspectionRecord,
@@ -180,7 +182,10 @@ def _require(columns: dict[str, int], name: str, *required: str) -> None:
 
 
 def _unzip(body: bytes) -> dict[str, bytes]:
+    """The CSV members by base name, unpacked within the source's limits (see unzip.py)."""
     files: dict[str, bytes] = {}
+    limits = feed_limits.current()
+    left = limits.max_bytes
     try:
         with zipfile.ZipFile(io.BytesIO(body)) as archive:
             for info in archive.infolist():
@@ -191,11 +196,11 @@ def _unzip(body: bytes) -> dict[str, bytes]:
                     continue
                 if name in files:
                     raise FeedError(f"the zip holds two {name}")
-                files[name] = archive.read(info)
+                files[name] = unzip.read(body, info, left, limits)
+                left -= len(files[name])
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, OverflowError) as exc:
         raise FeedError(f"unreadable zip: {exc}") from exc
-    # zipfile raises NotImplementedError for a compression method it does not support, and
-    # RuntimeError for an encrypted member; lzma raises LZMAError for a damaged LZMA member
+    # members are read by unzip.read, which says FeedError; these are for a damaged directory
     except (NotImplementedError, RuntimeError, KeyError, UnicodeDecodeError, lzma.LZMAError) as exc:
         raise FeedError(f"unreadable zip: {exc!r}") from exc
     return files

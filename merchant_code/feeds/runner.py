@@ -26,6 +26,7 @@ from merchant_code import db
 from merchant_code.codes import parse_uscc
 from merchant_code.errors import InvalidInput, NotFound
 from merchant_code.feeds import http as feed_http
+from merchant_code.feeds import limits as feed_limits
 from merchant_code.feeds.base import (
     InspectionRecord,
     LicenceRecord,
@@ -77,8 +78,9 @@ def module_for(kind: str) -> ModuleType:
     return importlib.import_module(MODULES[kind])
 
 
-# keys of `feed_source.config` that are the runner's, not the source module's
-RUNNER_KEYS = ("allow_private", "deadline")
+# keys of `feed_source.config` that are the runner's, not the source module's (max_bytes and
+# max_ratio: how much one page may unpack to, see limits.py)
+RUNNER_KEYS = ("allow_private", "deadline", *feed_limits.KEYS)
 
 
 async def run_source(
@@ -114,13 +116,15 @@ async def run_source(
         runner_options = {k: options.pop(k) for k in RUNNER_KEYS if k in options}
         config = msgspec.convert({"url": source["url"], **options}, mod.Config)
         deadline = deadline or float(runner_options.get("deadline", DEADLINE))
+        limits = feed_limits.from_config(runner_options)
         # the lease outlasts the deadline, so it is never lost while this run still writes
         if await db.queries.lease_feed_source(conn, id=source["id"], seconds=deadline + LEASE_MARGIN) is None:
             return RunResult(name, "skipped", error="another instance is running this source")
         run_id: int = await db.queries.create_feed_run(conn, source_id=source["id"])
         result = RunResult(name, "ok", run_id=run_id)
         try:
-            await _pages(conn, client, mod, config, source, result, deadline, progress)
+            with feed_limits.applied(limits):
+                await _pages(conn, client, mod, config, source, result, deadline, progress)
             await db.queries.finish_feed_run(conn, id=run_id, status="ok", error=None)
             await db.queries.feed_source_succeeded(conn, id=source["id"])
             await db.queries.release_feed_source(conn, id=source["id"])
@@ -235,8 +239,8 @@ async def store(conn: asyncpg.Connection, source_id: int, source: str, run_id: i
             conn,
             run_id=run_id,
             source_id=source_id,
-            external_ids=[r.external_id for r in rejects],
-            raws=[r.raw for r in rejects],
+            external_ids=[r.external_id and r.external_id[:500] for r in rejects],
+            raws=[feed_limits.clip(r.raw) for r in rejects],
             reasons=[r.reason[:500] for r in rejects],
         )
     counts.quarantined = len(rejects)
