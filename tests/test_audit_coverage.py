@@ -28,7 +28,7 @@ Step = Callable[[AsyncTestClient[Any], w.World, Ctx], Awaitable[httpx.Response]]
 PRIVILEGED = {"staff", "manager", "admin"}
 
 
-WORLD = {k: "{" + k + "}" for k in "abiscpm"}  # the world's own placeholders, kept for world.fill
+WORLD = {k: "{" + k + "}" for k in [*"abiscpm", "case"]}  # the world's own placeholders, kept for world.fill
 
 
 def _url(world: w.World, path: str, ctx: Ctx) -> str:
@@ -125,11 +125,11 @@ AUDITED_ROUTES: dict[tuple[str, str], tuple[Step, str]] = {
         "case.open",
     ),
     ("POST", "/api/v1/cases/{number:str}/transitions"): (
-        api("POST", "/api/v1/cases/{c}/transitions", "inspector_in", {"action": "note", "note": "已联系"}),
+        api("POST", "/api/v1/cases/{case}/transitions", "inspector_in", {"action": "note", "note": "已联系"}),
         "case.note",
     ),
     ("POST", "/cases/{number:str}/transitions"): (
-        page("/cases/{c}/transitions", {"action": "assign", "assignee": "inspector_in"}),
+        page("/cases/{case}/transitions", {"action": "assign", "assignee": "inspector_in"}),
         "case.assign",
     ),
     ("PUT", "/api/v1/manage/routes"): (
@@ -221,6 +221,9 @@ AUDITED_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("qr", "revoke-code"): ("qr revoke-code {code} --reason stolen", "shop-code.revoke"),
     ("channels", "add"): ("channels add sms --url https://sms.example/send", "channel.add"),
     ("feeds", "add"): ("feeds add city --kind lives --url https://data.example/lives.csv", "feed.add"),
+    ("feeds", "disable"): ("feeds disable city", "feed.disable"),
+    ("feeds", "enable"): ("feeds enable city", "feed.enable"),
+    ("feeds", "remove"): ("feeds remove city", "feed.remove"),
     ("open311", "key", "create"): ("open311 key create city-app", "open311-key.create"),
     ("open311", "key", "disable"): ("open311 key disable city-app", "open311-key.disable"),
 }
