@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import asyncpg
+import jinja2
+import pytest
 from litestar.testing import AsyncTestClient
 
 from merchant_code import profiles, qr
@@ -261,6 +263,27 @@ async def test_a_sticker_turns_old_then_not_genuine_as_its_key_is_retired_then_r
         assert again.status_code == 304
     assert statuses == ["genuine"] * 2 + ["retired"] * 2 + ["revoked"] * 2
     assert len(etags) == 3  # a phone's cached copy of the genuine page is not shown again
+
+
+async def test_a_scan_renders_no_template_whatever_its_sticker_says(
+    client: AsyncTestClient[Any],
+    conn: asyncpg.Connection,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, code = await factories.shop(conn)
+    await profiles.drain(conn)
+    asks = await stickers_of_every_status(conn, settings, code)
+    kinds: list[tuple[str, dict[str, str]]] = [("zh", {}), ("en", {}), ("zh", JSON)]
+    scans = [(f"/s/{code}?{q}&lang={lang}", headers) for q in asks.values() for lang, headers in kinds]
+    first = [(await client.get(url, headers=headers)).content for url, headers in scans]
+
+    def no_rendering(*_: Any, **__: Any) -> None:
+        raise AssertionError("a scan rendered a template")
+
+    monkeypatch.setattr(jinja2.Environment, "get_template", no_rendering)
+    again = [(await client.get(url, headers=headers)).content for url, headers in scans]
+    assert again == first and len(set(first)) == len(scans)
 
 
 async def test_staff_and_owners_see_the_sticker_status_too(
