@@ -10,9 +10,10 @@ from typing import Any
 import asyncpg
 import jinja2
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from litestar.testing import AsyncTestClient
 
-from merchant_code import profiles, qr
+from merchant_code import genuine, profiles, qr
 from merchant_code.codes import new_shop_code
 from merchant_code.settings import Settings
 from tests import factories
@@ -284,6 +285,31 @@ async def test_a_scan_renders_no_template_whatever_its_sticker_says(
     monkeypatch.setattr(jinja2.Environment, "get_template", no_rendering)
     again = [(await client.get(url, headers=headers)).content for url, headers in scans]
     assert again == first and len(set(first)) == len(scans)
+
+
+def test_a_worker_checks_a_signature_once_and_keeps_a_bounded_number_of_verdicts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes_raw()
+    kid, base = qr.kid_for(public), "https://hsm.example.gov.cn"
+    codes = [new_shop_code() for _ in range(3)]
+    claims = [genuine.claim([signature_of(qr.sign_payload(base, c, kid, private))]) for c in codes]
+    checked: list[str] = []
+    real = genuine.verify
+
+    def counted(*args: Any) -> bool:
+        checked.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(genuine, "verify", counted)
+    checker = genuine.Checker(base, max_entries=2)
+    key = genuine.Key(public, "active")
+    for i in (0, 0, 1, 0, 2, 2, 1):
+        assert checker.status(codes[i], claims[i], key) == "genuine"
+    assert checked == [codes[0], codes[1], codes[2], codes[1]]  # the second was the oldest kept
+    assert checker.status(codes[0], claims[0], genuine.Key(public, "revoked")) == "revoked"
+    assert checker.status(codes[1], claims[0], key) == "forged"  # a signature moved to another code
 
 
 async def test_staff_and_owners_see_the_sticker_status_too(
