@@ -19,7 +19,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
-from merchant_code import __version__, access, bodies, body_guard, db, migrate
+from merchant_code import __version__, access, bodies, body_guard, db, genuine, migrate
 from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.flood import FloodGate
@@ -235,6 +235,7 @@ def create_app(settings: Settings) -> Litestar:
                 "migrations": migrate.load(),
                 "signing_key": signing_key(settings),
                 "profile_cache": ProfileCache(settings.scan_cache_entries, settings.base_url),
+                "sticker_checker": genuine.Checker(settings.base_url),
                 "flood_gate": (
                     FloodGate(settings.scan_rate, settings.scan_burst) if settings.scan_rate else None
                 ),

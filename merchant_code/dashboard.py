@@ -28,7 +28,6 @@ the scope's own level form a row of their own, and cases without an area (admin 
 
 from __future__ import annotations
 
-import csv
 import datetime
 import io
 from typing import Any, Literal
@@ -37,7 +36,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import msgspec
 
-from merchant_code import auth, db
+from merchant_code import auth, csvsafe, db
 from merchant_code.errors import Forbidden, InvalidInput
 
 Group = Literal["department", "area"]
@@ -267,19 +266,14 @@ CSV_COLUMNS = (
 )
 
 
-def _csv_safe(value: str) -> str:
-    """A cell a spreadsheet would run as a formula gets a leading apostrophe."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 def _cell(value: float | None) -> str:
-    return "" if value is None else f"{value:g}"
+    return "" if value is None else csvsafe.Numeral(f"{value:g}")
 
 
 def to_csv(board: Dashboard) -> str:
     """The rows and the total (key `total`), one line each, with the period on every line."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csvsafe.writer(out)
     writer.writerow(CSV_COLUMNS)
     for row in [*board.rows, board.total]:
         key = "total" if row.total else (row.key or "")
@@ -287,8 +281,8 @@ def to_csv(board: Dashboard) -> str:
             [
                 board.group,
                 key,
-                _csv_safe(row.name),
-                _csv_safe(row.name_en),
+                row.name,
+                row.name_en,
                 row.opened,
                 row.closed,
                 row.overdue,

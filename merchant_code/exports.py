@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import datetime
 import functools
 import gzip
@@ -40,7 +39,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import msgspec
 
-from merchant_code import db
+from merchant_code import csvsafe, db
 from merchant_code.errors import InvalidInput
 
 log = logging.getLogger("merchant_code.exports")
@@ -269,7 +268,7 @@ class _Zip:
         info.external_attr = 0o644 << 16  # a plain file, readable by all, once unpacked
         member = self.archive.open(info, "w", force_zip64=True)
         self.text = io.TextIOWrapper(member, encoding="utf-8", newline="")
-        self.writer = csv.writer(self.text)
+        self.writer = csvsafe.writer(self.text)
         self.writer.writerow(header)
 
     def write(self, rows: Iterable[Sequence[Any]]) -> None:
@@ -290,8 +289,7 @@ def _business(r: asyncpg.Record, city: str) -> tuple[Any, ...]:
 
 
 def _inspection(r: asyncpg.Record) -> tuple[Any, ...]:
-    score = "" if r["score"] is None else str(r["score"])
-    return (r["uscc"], r["day"], score, RESULTS[r["result"]], "", KINDS[r["kind"]])
+    return (r["uscc"], r["day"], r["score"], RESULTS[r["result"]], "", KINDS[r["kind"]])
 
 
 def _violation(r: asyncpg.Record) -> tuple[Any, ...]:

@@ -19,7 +19,6 @@ particulars and use the date they are about as the occurrence, so each is sent o
 from __future__ import annotations
 
 import asyncio
-import csv
 import datetime
 import hashlib
 import hmac
@@ -37,7 +36,7 @@ from apscheduler.triggers.cron import CronTrigger
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from merchant_code import audit, auth, db
+from merchant_code import audit, auth, csvsafe, db
 from merchant_code.errors import Conflict, InvalidInput, NotFound
 from merchant_code.feeds import http as guarded
 
@@ -452,7 +451,7 @@ async def list_for(
 async def unread_csv(conn: asyncpg.Connection, policy_id: int, days: int) -> str:
     """The shops that have not read the policy `days` days after it reached them, by area."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csvsafe.writer(out)
     writer.writerow(["area_code", "area_name", "shop_code", "shop_name", "address", "phone", "delivered_at"])
     async for r in db.queries.list_unread_after(conn, policy_id=policy_id, days=days):
         writer.writerow(
@@ -460,18 +459,13 @@ async def unread_csv(conn: asyncpg.Connection, policy_id: int, days: int) -> str
                 r["area_code"],
                 r["area_name"],
                 r["shop_code"],
-                _csv_safe(r["shop_name"]),
-                _csv_safe(r["address"] or ""),
-                _csv_safe(r["phone"] or ""),
+                r["shop_name"],
+                r["address"],
+                r["phone"],
                 r["delivered_at"].isoformat(),
             ]
         )
     return out.getvalue()
-
-
-def _csv_safe(value: str) -> str:
-    """A cell a spreadsheet would run as a formula gets a leading apostrophe."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 # ------------------------------------------------------------------------------------------- send

@@ -6,15 +6,21 @@ engine), so the bytes stored are the bytes a request would have rendered.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 import msgspec
 
+from merchant_code.genuine import GENUINE, Status
 from merchant_code.views import CitizenShop
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+# where a page's sticker banner goes (templates/_sticker.html.j2): stored pages are cut here, so
+# the bytes stored before the banner existed take it too
+BANNER_AT = b"<body><main>"
+_CODE = "\x00"  # stands for the shop's code in a banner rendered once for every shop
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, auto_reload=False)
 
 
@@ -41,3 +47,31 @@ def citizen_answers(doc_json: str | bytes, base: str) -> Answers:
         }
         status = 200
     return Answers(json=msgspec.json.encode(shop), html_zh=html[False], html_en=html[True], status=status)
+
+
+def banner_cut(kind: Literal["json", "zh", "en"], body: bytes) -> int:
+    """Where the sticker's status goes into a stored answer: inside the JSON object, after the
+    page's BANNER_AT; -1 for none (the page of a revoked code, which is all warning already)."""
+    if kind == "json":
+        return len(body) - 1 if body.endswith(b"}") else -1
+    at = body.find(BANNER_AT)
+    return -1 if at < 0 else at + len(BANNER_AT)
+
+
+@functools.cache
+def banner(kind: Literal["json", "zh", "en"], status: Status) -> tuple[bytes, ...]:
+    """The status as spliced into an answer, rendered once per worker: the pieces to join with
+    the shop's code."""
+    if kind == "json":
+        doc = {"status": status, "genuine": GENUINE[status]}
+        return (b',"sticker":' + msgspec.json.encode(doc),)
+    html = page("_sticker.html.j2", sticker=status, sticker_code=_CODE, en=kind == "en")
+    return tuple(html.split(_CODE.encode()))
+
+
+def with_banner(body: bytes, cut: int, kind: Literal["json", "zh", "en"], status: Status, code: str) -> bytes:
+    """A stored answer with its sticker status spliced in at `cut` (banner_cut): a copy, never a
+    render."""
+    if cut < 0:
+        return body
+    return b"".join((body[:cut], code.encode().join(banner(kind, status)), body[cut:]))

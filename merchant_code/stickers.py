@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import hashlib
 import io
 import logging
@@ -34,7 +33,7 @@ import asyncpg
 import msgspec
 import segno
 
-from merchant_code import db, qr
+from merchant_code import csvsafe, db, qr
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import InvalidInput, NotFound, StartupError
 from merchant_code.settings import Settings, cores
@@ -306,7 +305,7 @@ def render_sheet(cells: list[Cell], title: str, workers: int | None = None) -> t
         raise StartupError("a process drawing the sheet died (out of memory?); try again") from None
     drawn = sorted(page for _, chunk in results for page in chunk)
     index = io.StringIO()
-    csv.writer(index, lineterminator="\n").writerows(
+    csvsafe.writer(index, lineterminator="\n").writerows(
         [("page", "code", "name"), *((n, c.code, c.name) for n, page in numbered for c in page)]
     )
     out = io.BytesIO()

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar import Request
 
-from merchant_code import forms, policies, qr, records, uploads
+from merchant_code import forms, genuine, policies, qr, records, uploads
 from merchant_code.codes import CODE_LENGTH, code_check_symbol, new_shop_code, parse_shop_code, parse_uscc
 from merchant_code.errors import InvalidInput
 from merchant_code.feeds import fhrs, licences, lives, reviews, rss
@@ -269,6 +269,40 @@ def test_a_payload_verifies_only_when_it_is_byte_identical_to_a_signed_one() -> 
         return "refused"
 
     seen = fuzz(st.tuples(PAYLOAD_TEXTS, st.booleans()), check, examples=400)
+    accepted_and_refused(seen)
+
+
+def test_the_scan_calls_a_sticker_genuine_exactly_when_its_payload_verifies() -> None:
+    # the scan checks the `q` of the URL it was asked for: the code as the router read it, its own
+    # base; a revoked code is its stored 410 page, so here only keys and signatures count
+    keys_only = qr.KeySet(keys=KEYSET.keys, revoked_codes=frozenset())
+
+    def check(text: str) -> str:
+        base, _, rest = text.partition("/s/")
+        code, _, q = rest.partition("?q=")
+        try:
+            code = parse_shop_code(code)
+        except InvalidInput:  # not a scan of a shop: an arbitrary q on a real one
+            base, code, q = BASES[0], CODE, text
+        sent = genuine.claim([q])
+        entry = keys_only.keys.get(sent.kid or "")
+        key = None if entry is None else genuine.Key(entry[1].public_bytes_raw(), entry[0])
+        status = genuine.Checker(base).status(code, sent, key)
+        payload = f"{base}/s/{code}?q={q}"
+        try:
+            verified = qr.verify(payload, keys_only)
+        except qr.InvalidSticker as exc:
+            refused = exc
+        else:
+            assert status == {"active": "genuine", "retired": "retired"}[verified.key_status], text
+            return "records"
+        if status == "revoked":  # a true signature of a withdrawn key
+            assert refused.reason == "revoked-key" and payload == REFUSED[0], text
+        else:
+            assert status == "forged", (text, status)
+        return "refused"
+
+    seen = fuzz(PAYLOAD_TEXTS, check, examples=300)
     accepted_and_refused(seen)
 
 

@@ -389,6 +389,7 @@ async def test_the_sheet_of_an_area_holds_exactly_its_shops_drawn_by_several_pro
     conn: asyncpg.Connection, settings: Settings
 ) -> None:
     inside, _ = await _area_with_shops(conn)
+    hostile = await conn.fetchval("UPDATE shop SET name = ' =1+1' WHERE name = '一街道小店13' RETURNING code")
     sheet = await stickers.area_sheet(conn, settings, "310199001")
     assert (sheet.pages, sheet.shops, sheet.cached) == (2, 14, False)
     assert sheet.processes > 1
@@ -400,6 +401,7 @@ async def test_the_sheet_of_an_area_holds_exactly_its_shops_drawn_by_several_pro
     assert {qr.verify(t, keyset).code for t in decoded} == inside
     rows = list(csv.DictReader(io.StringIO(archive.read("shops.csv").decode())))
     assert {r["code"] for r in rows} == inside and [r["page"] for r in rows].count("1") == 12
+    assert {r["code"]: r["name"] for r in rows}[hostile] == "' =1+1"  # text, not a formula
     page = archive.read("page-001.svg").decode()
     assert "一街道 310199001" in page and "一街道小店" in page and 'width="210.00mm"' in page
 

@@ -8,10 +8,14 @@ import json
 from typing import Any
 
 import asyncpg
+import jinja2
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from litestar.testing import AsyncTestClient
 
-from merchant_code import profiles
+from merchant_code import genuine, profiles, qr
 from merchant_code.codes import new_shop_code
+from merchant_code.settings import Settings
 from tests import factories
 from tests import world as w
 
@@ -152,8 +156,180 @@ async def test_each_person_gets_their_own_view(
     assert w.PII["staff_name"] in owner_page and w.PII["staff_cert"] in owner_page
 
 
+def signature_of(payload: str) -> str:
+    """The `q` of a sticker's payload (`{base}/s/{code}?q={kid}.{signature}`)."""
+    return payload.split("?q=", 1)[1]
+
+
+def forged(q: str) -> str:
+    """Another signature of the same shape (still canonical base64url): a forger's."""
+    return q[:-2] + ("AA" if not q.endswith("AA") else "BA")
+
+
+async def stickers_of_every_status(conn: asyncpg.Connection, settings: Settings, code: str) -> dict[str, str]:
+    """A query string for each status of a sticker of this shop: three keys, the first revoked,
+    the second retired, the third signing."""
+    first = await qr.ensure_signing_key(conn, settings)
+    second, _ = await qr.rotate(conn, settings)
+    third, _ = await qr.rotate(conn, settings)
+    await qr.revoke_key(conn, first.kid)
+    genuine = signature_of(third.payload(settings.base_url, code))
+    return {
+        "genuine": f"q={genuine}",
+        "retired": f"q={signature_of(second.payload(settings.base_url, code))}",
+        "revoked": f"q={signature_of(first.payload(settings.base_url, code))}",
+        "forged": f"q={forged(genuine)}",
+        "unsigned": "",
+    }
+
+
+# what each status's notice says, in Chinese and in English
+NOTICES = {
+    "genuine": ("正品二维码", "Genuine sticker"),
+    "retired": ("旧版二维码：", "Old sticker:"),
+    "revoked": ("签发它的密钥已被市场监管部门注销", "The key it was signed with has been withdrawn"),
+    "forged": ("签名校验未通过，可能为伪造", "Its signature does not check out"),
+    "unsigned": ("本页由链接打开", "Opened from a link"),
+}
+
+
+async def test_each_sticker_status_on_the_scan_page(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, settings: Settings
+) -> None:
+    _, code = await factories.shop(conn, name="老王面馆")
+    _, other = await factories.shop(conn)
+    await profiles.drain(conn)
+    asks = await stickers_of_every_status(conn, settings, code)
+    third = await qr.ensure_signing_key(conn, settings)
+    asks_forged_too = {
+        "another shop's signature": f"q={signature_of(third.payload(settings.base_url, other))}",
+        "another host's signature": f"q={signature_of(third.payload('https://evil.example', code))}",
+        "an unknown key": "q=zzzz." + asks["genuine"].split(".", 1)[1],
+        "not a signature": "q=hello",
+        "an empty q": "q=",
+        "two signatures": f"{asks['genuine']}&{asks['genuine']}",
+    }
+    genuine = {"genuine": True, "retired": True, "revoked": False, "forged": False, "unsigned": None}
+    for status, query in [*asks.items(), *(("forged", q) for q in asks_forged_too.values())]:
+        zh = await client.get(f"/s/{code}?{query}")
+        en = await client.get(f"/s/{code}?{query}&lang=en")
+        as_json = await client.get(f"/s/{code}?{query}", headers=JSON)
+        assert (zh.status_code, en.status_code, as_json.status_code) == (200, 200, 200), query
+        assert f'data-sticker="{status}"' in zh.text and NOTICES[status][0] in zh.text, query
+        assert f'data-sticker="{status}"' in en.text and NOTICES[status][1] in en.text, query
+        assert "老王面馆" in zh.text  # the shop's record is there, under the notice
+        assert as_json.json()["sticker"] == {"status": status, "genuine": genuine[status]}, query
+        assert as_json.json()["code"] == code
+        if genuine[status] is False:
+            # not genuine: how to report it
+            assert "该二维码不是正品" in zh.text and "12315" in zh.text, query
+            assert f'href="/s/{code}/complaint"' in zh.text
+            assert "This sticker is not genuine" in en.text and "How to report it" in en.text
+            assert f'href="/s/{code}/complaint?lang=en"' in en.text
+        else:
+            assert "不是正品" not in zh.text and "not genuine" not in en.text, query
+        # one notice, and no other status's words (an old sticker is a genuine one)
+        same = {status, "genuine"} if status == "retired" else {status}
+        others = [w for s, words in NOTICES.items() if s not in same for w in words]
+        assert zh.text.count('data-sticker="') == 1 and not [w for w in others if w in zh.text + en.text]
+    # the page of a revoked code says so whatever its sticker says
+    await qr.revoke_code(conn, code, "sticker stolen")
+    await profiles.drain(conn)
+    for query in asks.values():
+        revoked = await client.get(f"/s/{code}?{query}")
+        assert revoked.status_code == 410 and "已注销" in revoked.text and "12315" in revoked.text
+        assert (await client.get(f"/s/{code}?{query}", headers=JSON)).status_code == 404
+
+
+async def test_a_sticker_turns_old_then_not_genuine_as_its_key_is_retired_then_revoked(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, settings: Settings
+) -> None:
+    _, code = await factories.shop(conn)
+    await profiles.drain(conn)
+    key = await qr.ensure_signing_key(conn, settings)
+    url = f"/s/{code}?q={signature_of(key.payload(settings.base_url, code))}"
+    statuses = []
+    etags = set()
+    for change in (None, "rotate", "revoke"):
+        if change == "rotate":
+            await qr.rotate(conn, settings)
+        elif change == "revoke":
+            await qr.revoke_key(conn, key.kid)
+        # no rebuild, no new version: the worker's cached answer takes the key's new state
+        for _ in range(2):
+            answer = await client.get(url, headers=JSON)
+            statuses.append(answer.json()["sticker"]["status"])
+        etags.add(answer.headers["etag"])
+        again = await client.get(url, headers={**JSON, "if-none-match": answer.headers["etag"]})
+        assert again.status_code == 304
+    assert statuses == ["genuine"] * 2 + ["retired"] * 2 + ["revoked"] * 2
+    assert len(etags) == 3  # a phone's cached copy of the genuine page is not shown again
+
+
+async def test_a_scan_renders_no_template_whatever_its_sticker_says(
+    client: AsyncTestClient[Any],
+    conn: asyncpg.Connection,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, code = await factories.shop(conn)
+    await profiles.drain(conn)
+    asks = await stickers_of_every_status(conn, settings, code)
+    kinds: list[tuple[str, dict[str, str]]] = [("zh", {}), ("en", {}), ("zh", JSON)]
+    scans = [(f"/s/{code}?{q}&lang={lang}", headers) for q in asks.values() for lang, headers in kinds]
+    first = [(await client.get(url, headers=headers)).content for url, headers in scans]
+
+    def no_rendering(*_: Any, **__: Any) -> None:
+        raise AssertionError("a scan rendered a template")
+
+    monkeypatch.setattr(jinja2.Environment, "get_template", no_rendering)
+    again = [(await client.get(url, headers=headers)).content for url, headers in scans]
+    assert again == first and len(set(first)) == len(scans)
+
+
+def test_a_worker_checks_a_signature_once_and_keeps_a_bounded_number_of_verdicts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes_raw()
+    kid, base = qr.kid_for(public), "https://hsm.example.gov.cn"
+    codes = [new_shop_code() for _ in range(3)]
+    claims = [genuine.claim([signature_of(qr.sign_payload(base, c, kid, private))]) for c in codes]
+    checked: list[str] = []
+    real = genuine.verify
+
+    def counted(*args: Any) -> bool:
+        checked.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(genuine, "verify", counted)
+    checker = genuine.Checker(base, max_entries=2)
+    key = genuine.Key(public, "active")
+    for i in (0, 0, 1, 0, 2, 2, 1):
+        assert checker.status(codes[i], claims[i], key) == "genuine"
+    assert checked == [codes[0], codes[1], codes[2], codes[1]]  # the second was the oldest kept
+    assert checker.status(codes[0], claims[0], genuine.Key(public, "revoked")) == "revoked"
+    assert checker.status(codes[1], claims[0], key) == "forged"  # a signature moved to another code
+
+
+async def test_staff_and_owners_see_the_sticker_status_too(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, settings: Settings
+) -> None:
+    world = await w.build(conn, client)
+    await profiles.drain(conn)
+    key = await qr.ensure_signing_key(conn, settings)
+    bad = forged(signature_of(key.payload(settings.base_url, world.shop_a)))
+    for role in ("inspector_in", "merchant_a", "merchant_b"):
+        page = await client.get(f"/s/{world.shop_a}?q={bad}", headers=world.headers(role))
+        assert 'data-sticker="forged"' in page.text and "该二维码不是正品" in page.text, role
+        body = (await client.get(f"/s/{world.shop_a}?q={bad}", headers=world.headers(role, **JSON))).json()
+        assert body["sticker"] == {"status": "forged", "genuine": False}, role
+    preview = await client.get(f"/s/{world.shop_a}?view=citizen", headers=world.headers("inspector_in"))
+    assert 'data-sticker="unsigned"' in preview.text and "返回完整视图" in preview.text
+
+
 async def test_the_hot_path_answers_exactly_as_the_handler_does(
-    client: AsyncTestClient[Any], conn: asyncpg.Connection
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, settings: Settings
 ) -> None:
     # an anonymous scan is answered by the middleware's hot path; `view=citizen` sends the same
     # request to the handler instead, which for an anonymous caller gives the citizen view anyway
@@ -164,16 +340,26 @@ async def test_the_hot_path_answers_exactly_as_the_handler_does(
     await conn.execute("INSERT INTO qr_revocation (code, reason) VALUES ($1, 'stolen')", revoked)
     await profiles.drain(conn)
     etag = (await client.get(f"/s/{code}")).headers["etag"]
+    stickers = await stickers_of_every_status(conn, settings, code)
+    genuine_etag = (await client.get(f"/s/{code}?{stickers['genuine']}")).headers["etag"]
     asks: list[tuple[str, str, dict[str, str]]] = [
         (code, "", {}),
         (code, "lang=en", {}),
         (code, "lang=zh", {"accept-language": "en-GB,en;q=0.9"}),
         (code, "", {"accept-language": "en-US"}),
         (code, "", JSON),
-        (code, "q=K1.c2lnbmF0dXJl", {}),  # as a sticker sends it
+        (code, "q=K1.c2lnbmF0dXJl", {}),  # not a signature
         (code, "utm_source=poster&lang=en", {}),  # a campaign's tag is ignored
         (code, "", {"if-none-match": etag}),
         (code, "", {"if-none-match": 'W/"0-zh"'}),
+        # each status of a sticker, as a phone sends it, in each kind of answer
+        *((code, query, {}) for query in stickers.values()),
+        *((code, f"{query}&lang=en", {}) for query in stickers.values()),
+        *((code, query, JSON) for query in stickers.values()),
+        (code, stickers["genuine"], {"if-none-match": genuine_etag}),
+        (code, stickers["forged"], {"if-none-match": genuine_etag}),  # the genuine page is not reused
+        (code, f"{stickers['genuine']}&{stickers['genuine']}", {}),
+        (closed, stickers["genuine"], {}),
         (closed, "", {}),
         (revoked, "", {}),
         (revoked, "", JSON),
@@ -202,8 +388,11 @@ async def test_the_hot_path_answers_exactly_as_the_handler_does(
     assert seen == {200, 304, 404, 410, 422}
     # the hot path answered with the stored answers (the closed shop's page too) and declined the
     # revoked, unknown and malformed codes and every `view=` twin
-    assert answered == [True, False] * 11 + [False, False] * 3
+    assert answered == [True, False] * (11 + 3 * len(stickers) + 4) + [False, False] * 3
     # the handler's to refuse or answer
     for odd, status in (("lang=fr", 400), ("lang=en&lang=zh", 200), ("view=full", 400)):
         assert (await client.get(f"/s/{code}?{odd}")).status_code == status, odd
         assert answered[-1] is False
+    # and each status of a sticker has an answer of its own
+    pages = {(await client.get(f"/s/{code}?{query}")).content for query in stickers.values()}
+    assert len(pages) == len(stickers)

@@ -5,13 +5,16 @@ in-process cache (one indexed read to check the version). A signed-in owner gets
 view; an inspector or manager whose area covers the shop gets the full view, personal data
 masked unless the account holds `pii:read` (each unmasked read audited). Everyone else gets
 the citizen view too: being signed in does not open other shops.
+
+Every view says whether the sticker scanned is genuine (its `q` checked, genuine.py): the stored
+answers take a banner spliced in per sticker status, so no scan renders anything.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qsl
 
 import asyncpg
@@ -21,10 +24,10 @@ from litestar.params import FromPath, FromQuery
 from litestar.response.base import ASGIResponse
 from litestar.types import Scope, Send
 
-from merchant_code import access, audit, auth, db, masking
+from merchant_code import access, audit, auth, db, genuine, masking, rendering
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import DomainError, InvalidInput, NotFound
-from merchant_code.profile_cache import Entry, Kind, ProfileCache
+from merchant_code.profile_cache import Entry, Kind
 from merchant_code.routes.auth import english, is_english
 from merchant_code.views import CitizenShop, InspectorShop, MerchantShop, risk_reasons
 
@@ -104,21 +107,41 @@ def render(request: Request[Any, Any, Any], template: str, **context: Any) -> by
     return text.encode()
 
 
-def citizen_parts(entry: Entry, kind: Kind, if_none_match: str | None) -> tuple[int, dict[str, str], bytes]:
-    """The stored answer as it is, with a version ETag (304 when the caller has it): status,
-    headers and body, for the handler and the hot path alike."""
-    etag = f'W/"{entry.version}-{kind}"'
+class Scanned(NamedTuple):
+    """The stored citizen answer of a scan, its kind and the status of the sticker scanned."""
+
+    entry: Entry
+    kind: Kind
+    sticker: genuine.Status
+    code: str
+
+
+def citizen_parts(scanned: Scanned, if_none_match: str | None) -> tuple[int, dict[str, str], bytes]:
+    """The stored answer with the sticker's status spliced in, and an ETag of its version and
+    that status (304 when the caller has it): status, headers and body, for the handler and the
+    hot path alike."""
+    entry, kind, sticker, code = scanned
+    # a key retired or revoked changes the answer without moving the profile's version
+    etag = f'W/"{entry.version}-{kind}-{sticker}"'
     headers = {"ETag": etag, "Vary": VARY, "Cache-Control": "no-cache"}
     if entry.status == 200 and if_none_match == etag:
         return 304, headers, b""
-    return entry.status, headers, entry.body
+    return entry.status, headers, rendering.with_banner(entry.body, entry.cut, kind, sticker, code)
 
 
-def citizen_response(request: Request[Any, Any, Any], entry: Entry, kind: Kind) -> ASGIResponse:
-    if entry.status == 410 and kind == "json":
+def citizen_response(request: Request[Any, Any, Any], scanned: Scanned) -> ASGIResponse:
+    if scanned.entry.status == 410 and scanned.kind == "json":
         raise NotFound("this sticker has been revoked")
-    status, headers, body = citizen_parts(entry, kind, request.headers.get("if-none-match"))
-    return reply(body, "application/json" if kind == "json" else HTML, headers, status)
+    status, headers, body = citizen_parts(scanned, request.headers.get("if-none-match"))
+    return reply(body, "application/json" if scanned.kind == "json" else HTML, headers, status)
+
+
+async def scanned_answer(
+    state: Any, conn: asyncpg.Connection, code: str, kind: Kind, sent: genuine.Claim
+) -> Scanned:
+    """The stored answer and the sticker's status, from the one read (NotFound: no shop)."""
+    entry, key = await state.profile_cache.scan(conn, code, kind, sent.kid)
+    return Scanned(entry, kind, state.sticker_checker.status(code, sent, key), code)
 
 
 def kind_of(accept: str, en: bool) -> Kind:
@@ -140,14 +163,17 @@ async def anonymous_scan(scope: Scope, send: Send) -> bool:
     if scope.get("method") != "GET" or scope["state"].get("principal") is not None:
         return False
     lang = None
+    signatures: list[str] = []
     if scope["query_string"]:
-        # other parameters (the sticker's signature `q`, a campaign's tag) are ignored, as the
-        # handler ignores them; `view`, a repeated or unknown `lang` are the handler's to answer
+        # other parameters (a campaign's tag) are ignored, as the handler ignores them; `view`, a
+        # repeated or unknown `lang` are the handler's to answer
         for key, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
             if key == "view" or (key == "lang" and (lang is not None or value not in ("zh", "en"))):
                 return False
             if key == "lang":
                 lang = value
+            elif key == "q":
+                signatures.append(value)
     accept = accept_language = ""
     if_none_match = None
     for header, raw_value in scope["headers"]:  # the first of each, as Litestar's headers.get
@@ -165,12 +191,12 @@ async def anonymous_scan(scope: Scope, send: Send) -> bool:
     state = scope["litestar_app"].state
     async with db.acquire(state.scan_pool, state.settings.acquire_seconds) as conn:
         try:
-            entry = await state.profile_cache.citizen(conn, code, kind)
+            scanned = await scanned_answer(state, conn, code, kind, genuine.claim(signatures))
         except NotFound:
             return False
-    if entry.status == 410 and kind == "json":
+    if scanned.entry.status == 410 and kind == "json":
         return False
-    status, headers, body = citizen_parts(entry, kind, if_none_match)
+    status, headers, body = citizen_parts(scanned, if_none_match)
     media = b"application/json" if kind == "json" else b"text/html; charset=utf-8"
     # as Litestar's response: a 304 says nothing of a body
     out = [] if status == 304 else [(b"content-type", media), (b"content-length", str(len(body)).encode())]
@@ -180,18 +206,33 @@ async def anonymous_scan(scope: Scope, send: Send) -> bool:
     return True
 
 
-def citizen_preview(request: Request[Any, Any, Any], doc: dict[str, Any], en: bool) -> ASGIResponse:
+def json_with_sticker(shop: msgspec.Struct, scanned: Scanned) -> bytes:
+    body = msgspec.json.encode(shop)
+    cut = rendering.banner_cut("json", body)
+    return rendering.with_banner(body, cut, "json", scanned.sticker, scanned.code)
+
+
+def citizen_preview(
+    request: Request[Any, Any, Any], doc: dict[str, Any], en: bool, scanned: Scanned
+) -> ASGIResponse:
     """A signed-in owner's or inspector's preview of the citizen view: rendered now, since it
     carries a way back to their own view."""
     shop = msgspec.convert(doc, CitizenShop)
     if wants_json(request):
         return reply(
-            msgspec.json.encode(shop),
+            json_with_sticker(shop, scanned),
             "application/json",
             {"Vary": VARY, "Cache-Control": "private, no-store"},
         )
     body = render(
-        request, "scan.html.j2", shop=shop, view="citizen", en=en, preview=True, base=_base(request)
+        request,
+        "scan.html.j2",
+        shop=shop,
+        view="citizen",
+        en=en,
+        preview=True,
+        base=_base(request),
+        sticker=scanned.sticker,
     )
     return reply(body, HTML, {"Vary": VARY, "Cache-Control": "private, no-store"})
 
@@ -232,13 +273,14 @@ async def scan(
         parsed = parse_shop_code(code)
     except InvalidInput as exc:
         return invalid_sticker(request, exc, en)
-    cache: ProfileCache = state.profile_cache
+    sent = genuine.claim_of(request.scope["query_string"])
     async with db.acquire(state.scan_pool, state.settings.acquire_seconds) as conn:
         try:
+            # makes sure the profile exists, for the views of signed-in callers too
+            scanned = await scanned_answer(state, conn, parsed, answer_kind(request, en), sent)
             if principal is None:
-                kind = answer_kind(request, en)
-                return citizen_response(request, await cache.citizen(conn, parsed, kind), kind)
-            return await _signed_in(request, conn, cache, principal, parsed, en, preview=view == "citizen")
+                return citizen_response(request, scanned)
+            return await _signed_in(request, conn, principal, scanned, en, preview=view == "citizen")
         except NotFound as exc:
             return invalid_sticker(request, exc, en)
 
@@ -246,14 +288,12 @@ async def scan(
 async def _signed_in(
     request: Request[Any, Any, Any],
     conn: asyncpg.Connection,
-    cache: ProfileCache,
     principal: auth.Principal,
-    code: str,
+    scanned: Scanned,
     en: bool,
     preview: bool,
 ) -> ASGIResponse:
-    kind = answer_kind(request, en)
-    entry = await cache.citizen(conn, code, kind)  # makes sure the profile exists
+    code = scanned.code
     row = await db.queries.get_full_profile(conn, code=code)
     chosen: View = "citizen"
     if row is not None and not preview:
@@ -268,8 +308,8 @@ async def _signed_in(
             and (row["shop_id"] in principal.shop_ids or principal.covers(row["area_path"]))
         )
         if staff_preview and row is not None:
-            return citizen_preview(request, row["citizen_doc"], en)
-        return citizen_response(request, entry, kind)
+            return citizen_preview(request, row["citizen_doc"], en, scanned)
+        return citizen_response(request, scanned)
     assert row is not None
     shop: MerchantShop | InspectorShop
     if chosen == "merchant":
@@ -280,7 +320,7 @@ async def _signed_in(
         )
     headers = {"Vary": VARY, "Cache-Control": "private, no-store"}
     if wants_json(request):
-        return reply(msgspec.json.encode(shop), "application/json", headers)
+        return reply(json_with_sticker(shop, scanned), "application/json", headers)
     codes = [dict(r) async for r in db.queries.list_violation_codes(conn)] if chosen == "inspector" else []
     body = render(
         request,
@@ -295,5 +335,6 @@ async def _signed_in(
         base=_base(request),
         me=principal,
         today=datetime.date.today(),
+        sticker=scanned.sticker,
     )
     return reply(body, HTML, headers)

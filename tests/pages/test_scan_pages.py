@@ -11,10 +11,13 @@ from pathlib import Path
 import asyncpg
 from playwright.async_api import Browser, BrowserContext, Page
 
-from merchant_code import db
+from merchant_code import db, profiles, qr
 from merchant_code.district import demo_logins, seed_district
+from merchant_code.settings import Settings
+from tests import factories
 from tests.pages.conftest import PHONE
 from tests.pages.test_account_pages import fits_the_screen
+from tests.test_scan import forged, signature_of
 
 ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
 SEED = 11
@@ -127,3 +130,35 @@ async def test_the_demo_story_merchant_adds_a_licence_inspector_verifies_and_ins
     assert await citizen.locator(".face").inner_text() == "B"
     assert "卫生许可证" in text and "JY99990001" not in text  # the citizen sees the state, not the number
     await shot(citizen, "scan-citizen-after")
+
+
+async def test_a_forged_sticker_warns_at_the_top_of_the_page_and_says_how_to_report_it(
+    server: str, phone: BrowserContext, conn: asyncpg.Connection, db_url: str, tmp_path: Path
+) -> None:
+    _, code = await factories.shop(conn, name="老王面馆")
+    await profiles.drain(conn)
+    # the server's own key, made when it started, in the data folder it shares with this test
+    port = int(server.rsplit(":", 1)[1])
+    key = await qr.ensure_signing_key(conn, Settings(database_url=db_url, data_dir=str(tmp_path), port=port))
+    genuine = signature_of(key.payload(server, code))
+    page = await phone.new_page()
+    for lang, words, report in (
+        ("zh", ("该二维码不是正品", "12315"), "在线投诉"),
+        ("en", ("This sticker is not genuine", "12315"), "report it online"),
+    ):
+        await page.goto(f"{server}/s/{code}?q={forged(genuine)}&lang={lang}")
+        warning = page.locator("#sticker")
+        assert await warning.get_attribute("data-sticker") == "forged"
+        text = await warning.inner_text()
+        assert await warning.is_visible() and all(w in text for w in words) and report in text
+        box, title = await warning.bounding_box(), await page.locator("h1").bounding_box()
+        assert box is not None and title is not None and box["y"] < title["y"]  # read before the shop
+        await fits_the_screen(page)
+        await shot(page, f"scan-forged-sticker-{lang}")
+    await page.locator("#sticker a", has_text="report it online").click()
+    await page.wait_for_url(f"{server}/s/{code}/complaint?lang=en")
+
+    await page.goto(f"{server}/s/{code}?q={genuine}")
+    assert await page.locator("#sticker").get_attribute("data-sticker") == "genuine"
+    assert "正品二维码" in await page.locator("#sticker").inner_text()
+    await shot(page, "scan-genuine-sticker-zh")
