@@ -324,3 +324,34 @@ async def test_a_slow_parse_does_not_stop_the_workers_other_work(
         result = await run(db_url, mod)
     assert result.status == "ok", result.error
     assert len(gaps) >= 5 and max(gaps) < 0.5  # never held up for the parse's second and a half
+
+
+async def test_a_page_undone_by_a_deadlock_is_stored_again_once(
+    db_url: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sources' pages that mark the same shops dirty in another order can deadlock; PostgreSQL
+    undoes one transaction, and the runner stores that page again instead of failing the run."""
+    import stamina
+
+    await source(conn)
+    original = runner.store
+    calls = 0
+
+    async def deadlocking(*args: Any, **kwargs: Any) -> runner.Counts:
+        nonlocal calls
+        calls += 1
+        counts = await original(*args, **kwargs)  # written, then undone with the transaction
+        if calls == 1:
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+        return counts
+
+    monkeypatch.setattr(runner, "store", deadlocking)
+    stamina.set_testing(True, attempts=3)  # the retry without its wait
+    try:
+        result = await run(db_url, fake([Parsed(records=[inspection(1)], rejects=[])]))
+    finally:
+        stamina.set_testing(False)
+    assert result.status == "ok", result.error
+    assert calls == 2
+    assert result.counts.fetched == 1
+    assert await conn.fetchval("SELECT fetched FROM feed_run") == 1  # counted once, not twice

@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import httpx
 import msgspec
+import stamina
 
 from merchant_code import db
 from merchant_code.codes import parse_uscc
@@ -163,10 +164,14 @@ async def _pages(
             # served meanwhile. At the deadline the run stops waiting and fails; the thread
             # finishes its parse and it is thrown away
             parsed: Parsed = await asyncio.to_thread(mod.parse, page, config)
-            async with conn.transaction():
-                counts = await store(conn, source["id"], source["name"], result.run_id or 0, parsed)
-                await db.queries.set_feed_cursor(conn, id=source["id"], cursor=page.next_cursor)
-                await db.queries.add_to_feed_run(conn, id=result.run_id, **counts.__dict__)
+            # two sources' pages that touch the same shops in another order can deadlock on the
+            # profiles' rebuild queue; PostgreSQL undoes one of them, which is then stored again
+            async for attempt in stamina.retry_context(on=asyncpg.DeadlockDetectedError, attempts=3):
+                with attempt:
+                    async with conn.transaction():
+                        counts = await store(conn, source["id"], source["name"], result.run_id or 0, parsed)
+                        await db.queries.set_feed_cursor(conn, id=source["id"], cursor=page.next_cursor)
+                        await db.queries.add_to_feed_run(conn, id=result.run_id, **counts.__dict__)
             result.counts.add(counts)
             result.pages += 1
             if progress is not None:
