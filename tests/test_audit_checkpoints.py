@@ -87,7 +87,7 @@ async def test_checkpoints_verify_after_the_signing_key_is_rotated(
     second = await checkpoints.make(conn, settings)
     assert second is not None and second.kid != first.kid
     report = await checkpoints.verify(conn)
-    assert (report.checked, report.checkpoints, report.problems) == (5, 2, [])
+    assert (report.checked, report.checkpoints, report.problems) == (6, 2, [])  # 5 appended + the rotation
     # a revoked key's checkpoints are no longer relied on, and say so
     await qr.revoke_key(conn, first.kid)
     report = await checkpoints.verify(conn)
