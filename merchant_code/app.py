@@ -19,7 +19,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
-from merchant_code import __version__, access, bodies, db, migrate
+from merchant_code import __version__, access, bodies, db, decoding, migrate
 from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.flood import FloodGate
@@ -204,6 +204,7 @@ def create_app(settings: Settings) -> Litestar:
         },
         exception_handlers={**problem_handlers, Unauthorized: access.login_redirect},
         request_max_body_size=settings.max_body_bytes,
+        request_class=decoding.JSONRequest,
         openapi_config=OpenAPIConfig(
             title="merchant-code",
             version=__version__,

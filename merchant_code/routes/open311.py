@@ -366,10 +366,7 @@ async def _fields(request: Request[Any, Any, Any]) -> dict[str, str]:
     value is an absent one."""
     fields: dict[str, str] = {}
     if "json" in request.headers.get("content-type", ""):
-        try:
-            raw = msgspec.json.decode(await request.body())
-        except msgspec.DecodeError:
-            raise InvalidInput("body", "the body is not JSON") from None
+        raw = await request.json()  # decoding.JSONRequest: anything unreadable is InvalidInput
         if not isinstance(raw, dict):
             raise InvalidInput("body", "send a JSON object")
         for key, value in raw.items():
