@@ -55,6 +55,7 @@ from merchant_code.errors import (
     unstorable_text,
 )
 from merchant_code.routes.auth import english
+from merchant_code.routes.params import check_coordinates
 from merchant_code.routes.records import rebuild_soon
 
 log = logging.getLogger("merchant_code")
@@ -401,6 +402,7 @@ def _coordinate(raw: str, field: str, bound: float) -> float:
         raise InvalidInput(field, "give a decimal number of degrees (WGS 84)") from None
     if not math.isfinite(value) or not -bound <= value <= bound:
         raise InvalidInput(field, f"must lie between -{bound:g} and {bound:g}")
+    check_coordinates(**{field: value})
     return value
 
 
