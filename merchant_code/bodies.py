@@ -118,6 +118,7 @@ def body_of(
 
 
 OWN_ERRORS = ("/open311/",)  # paths whose operations answer errors in their own documented format
+DOCUMENT_PAGES = ("/schema/",)  # the OpenAPI document's own pages, served by Litestar
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 RETRY_AFTER = OpenAPIHeader(
     schema=Schema(type=OpenAPIType.INTEGER, minimum=0),
@@ -199,5 +200,8 @@ def document_problems(app: Litestar) -> None:
             operation.responses.pop("400", None)
             operation.responses["4XX"] = problem
             _limits(operation, problem_content)
+            if path.startswith(DOCUMENT_PAGES):  # Litestar's own pages: its 404 is a page
+                page = _content("text/html", Schema(type=OpenAPIType.STRING))
+                operation.responses["404"] = OpenAPIResponse(description="No such document", content=page)
             if path == "/s/{code}":
                 _scan_pages(operation, problem_content)

@@ -65,3 +65,16 @@ async def test_a_body_too_large_and_a_malformed_sticker_answer_what_the_document
     page = await client.get("/s/NOT-A-CODE", headers={"accept": "text/html"})
     assert page.status_code == 422
     assert page.headers["content-type"].split(";")[0] in documented[("get", "/s/{code}")]["422"]["content"]
+
+
+async def test_options_allows_every_method_a_path_serves(client: AsyncTestClient[Any]) -> None:
+    # found over HTTP by Schemathesis: Litestar listed only the methods of a path's first handler
+    allowed = {}
+    for path in ("/api/v1/cases", "/api/v1/manage/routes", "/api/v1/merchant/shops/A"):
+        response = await client.options(path)
+        allowed[path] = response.headers.get("allow")
+    assert allowed == {
+        "/api/v1/cases": "GET, OPTIONS, POST",
+        "/api/v1/manage/routes": "GET, OPTIONS, PUT",
+        "/api/v1/merchant/shops/A": "GET, OPTIONS, PATCH",
+    }

@@ -146,6 +146,16 @@ BAD_REQUEST = {
     )
 }
 
+# filing a request needs the regulator's api_key: missing, unknown or disabled is a 403
+FILING = {
+    **BAD_REQUEST,
+    403: ResponseSpec(
+        data_container=list[Open311Error],
+        generate_examples=False,
+        description="No api_key, or one that is unknown or disabled (Open311's error list)",
+    ),
+}
+
 # every class the app maps (errors.problem_handlers, access.login_redirect) is mapped again here,
 # so that the nearest handler of any error on these routes is an Open311 one
 ERRORS: ExceptionHandlersMap = {
@@ -480,7 +490,7 @@ class RequestForm(msgspec.Struct, frozen=True):
     tags=["open311"],
     status_code=201,
     exception_handlers=ERRORS,
-    responses=BAD_REQUEST,
+    responses=FILING,
     operation_class=body_of(RequestForm, form="application/x-www-form-urlencoded"),
 )
 async def create_request(
