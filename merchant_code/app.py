@@ -16,10 +16,11 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.routes import HTTPRoute
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
-from merchant_code import __version__, access, bodies, body_guard, db, genuine, migrate
+from merchant_code import __version__, access, bodies, body_guard, db, decoding, genuine, migrate
 from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.flood import FloodGate
@@ -218,6 +219,7 @@ def create_app(settings: Settings) -> Litestar:
         },
         exception_handlers={**problem_handlers, Unauthorized: access.login_redirect},
         request_max_body_size=settings.max_body_bytes,
+        request_class=decoding.JSONRequest,
         openapi_config=OpenAPIConfig(
             title="merchant-code",
             version=__version__,
@@ -250,4 +252,18 @@ def create_app(settings: Settings) -> Litestar:
     )
     access.check_routes(app)
     bodies.document_problems(app)
+    _allow_every_method(app)
     return app
+
+
+def _allow_every_method(app: Litestar) -> None:
+    """Litestar's automatic OPTIONS answer keeps, in its closure, the route as it stood when the
+    path's first handler was registered: `Allow` then lists only that handler's methods (GET, not
+    the POST of the same path). Point it at the route that serves the path."""
+    for route in app.routes:
+        handler = route.route_handler_map.get("OPTIONS") if isinstance(route, HTTPRoute) else None
+        if handler is None or handler[0].fn.__name__ != "options_handler":
+            continue
+        closure = handler[0].fn.__closure__
+        if closure and isinstance(closure[0].cell_contents, HTTPRoute):
+            closure[0].cell_contents = route

@@ -10,6 +10,8 @@ same fields, plus the file, for the form. API clients and Schemathesis then see 
 `document_problems(app)` replaces Litestar's default description of a 400 (its own error shape,
 which this service never sends) by what every 4xx answer really is: `application/problem+json`
 (RFC 9457) with the field at fault in `errors`. Open311's operations keep their own error format.
+It also lists the statuses the service's limits answer on any operation (408, 413, 429, 503 with
+Retry-After) and the pages the scan answers a browser with for a bad sticker.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Litestar
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Reference, RequestBody
+from litestar.openapi.spec import (
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Reference,
+    RequestBody,
+    Schema,
+)
 from litestar.openapi.spec.base import BaseSchemaObject
 
 from merchant_code import uploads
@@ -107,27 +118,90 @@ def body_of(
 
 
 OWN_ERRORS = ("/open311/",)  # paths whose operations answer errors in their own documented format
+DOCUMENT_PAGES = ("/schema/",)  # the OpenAPI document's own pages, served by Litestar
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+RETRY_AFTER = OpenAPIHeader(
+    schema=Schema(type=OpenAPIType.INTEGER, minimum=0),
+    description="seconds to wait before asking again",
+)
+# the statuses any operation may answer whatever its handler does: a body too slow (408, for the
+# operations that read one) or too large (413), too many requests (429: per-client limits, login
+# and claim throttles, scan floods) and the database unavailable or busy (503), both with when to
+# come back
+LIMITS: dict[str, tuple[str, bool, bool]] = {  # status -> description, needs a body, Retry-After
+    "408": ("The body did not arrive in time", True, False),
+    "413": ("The body is larger than the service accepts", True, False),
+    "429": ("Too many requests from this client or for this account: wait as Retry-After says", False, True),
+    "503": ("The database is unavailable or busy: try again as Retry-After says", False, True),
+}
+# the scan answers a browser with a page when a sticker is bad: 404 unknown code, 410 revoked
+# (API clients get the problem document, and a revoked sticker is a 404 to them), 422 malformed
+SCAN_PAGES = {
+    "404": ("No shop has this code: a page saying the sticker is not valid", True),
+    "410": ("The sticker has been revoked: a page saying so (API clients get a 404)", False),
+    "422": ("This is not a sticker's code: a page saying so", True),
+}
+
+
+def _content(
+    media_type: str, schema: Schema | Reference | RawSchema
+) -> dict[str, OpenAPIMediaType]:
+    return {media_type: OpenAPIMediaType(schema=schema)}  # type: ignore[arg-type]
+
+
+def _limits(operation: Operation, content: dict[str, OpenAPIMediaType]) -> None:
+    assert operation.responses is not None
+    for status, (description, needs_body, retry) in LIMITS.items():
+        if needs_body and operation.request_body is None:
+            continue
+        operation.responses.setdefault(
+            status,
+            OpenAPIResponse(
+                description=description,
+                content=content,
+                headers={"Retry-After": RETRY_AFTER} if retry else None,
+            ),
+        )
+
+
+def _scan_pages(operation: Operation, problem: dict[str, OpenAPIMediaType]) -> None:
+    assert operation.responses is not None
+    page = _content("text/html", Schema(type=OpenAPIType.STRING))
+    for status, (description, as_json) in SCAN_PAGES.items():
+        operation.responses[status] = OpenAPIResponse(
+            description=description, content={**page, **problem} if as_json else page
+        )
 
 
 def document_problems(app: Litestar) -> None:
-    """Every operation's 4xx answers described as problem details (see the module's doc)."""
+    """Every operation's 4xx answers described as problem details (see the module's doc), and
+    the statuses the service's limits answer (LIMITS) listed one by one."""
     document = app.openapi_schema
     if document.components.schemas is None:  # pragma: no cover - Litestar always makes it
         document.components.schemas = {}
     document.components.schemas["Problem"] = RawSchema(json_schema(Problem))  # type: ignore[assignment]
+    problem_content = _content("application/problem+json", Reference(ref="#/components/schemas/Problem"))
     problem = OpenAPIResponse(
         description="Refused: a problem document (RFC 9457); `errors` names the field at fault",
-        content={
-            "application/problem+json": OpenAPIMediaType(schema=Reference(ref="#/components/schemas/Problem"))
-        },
+        content=problem_content,
+    )
+    open311_errors = _content(
+        "application/json",
+        Schema(type=OpenAPIType.ARRAY, items=Reference(ref="#/components/schemas/Open311Error")),
     )
     for path, item in (document.paths or {}).items():
-        if path.startswith(OWN_ERRORS):
-            continue
         for method in METHODS:
             operation: Operation | None = getattr(item, method, None)
             if operation is None or operation.responses is None:
                 continue
+            if path.startswith(OWN_ERRORS):
+                _limits(operation, open311_errors)
+                continue
             operation.responses.pop("400", None)
             operation.responses["4XX"] = problem
+            _limits(operation, problem_content)
+            if path.startswith(DOCUMENT_PAGES):  # Litestar's own pages: its 404 is a page
+                page = _content("text/html", Schema(type=OpenAPIType.STRING))
+                operation.responses["404"] = OpenAPIResponse(description="No such document", content=page)
+            if path == "/s/{code}":
+                _scan_pages(operation, problem_content)

@@ -47,6 +47,13 @@ class InvalidInput(DomainError):
         self.field = field
 
 
+class UnreadableBody(InvalidInput):
+    """A body that cannot be read as what it claims to be (malformed or too deeply nested JSON, a
+    number out of range): a 400, as for any body Litestar itself cannot decode."""
+
+    status = 400
+
+
 class NotFound(DomainError):
     status = 404
     slug = "not-found"

@@ -31,9 +31,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar import Request
 
-from merchant_code import forms, genuine, policies, qr, records, uploads
+from merchant_code import decoding, forms, genuine, policies, qr, records, uploads
 from merchant_code.codes import CODE_LENGTH, code_check_symbol, new_shop_code, parse_shop_code, parse_uscc
-from merchant_code.errors import InvalidInput
+from merchant_code.errors import InvalidInput, UnreadableBody
 from merchant_code.feeds import fhrs, licences, lives, reviews, rss
 from merchant_code.feeds.base import (
     FeedError,
@@ -505,7 +505,8 @@ class _Request:
         self.body = body
 
     async def json(self) -> Any:
-        return self.body
+        # bytes are read as the app reads them (decoding.JSONRequest); anything else is the value
+        return decoding.decode(self.body) if isinstance(self.body, bytes) else self.body
 
     async def form(self) -> _Form:
         return _Form(self.body)
@@ -552,6 +553,129 @@ def test_a_form_or_json_body_becomes_its_struct_or_invalid_input() -> None:
         return "refused"
 
     accepted_and_refused(fuzz(form_request(), check, examples=300))
+
+
+# --- JSON bodies, as every route reads them (decoding.decode) -------------------------------------
+
+BODY_DOCS = (
+    {"kind": "routine", "result": "pass", "score": 92.5, "violations": [{"code": "V1", "note": "ok"}]},
+    {"title": "通知", "body_md": "请注意", "filters": {"licence_expires_within_days": 30}},
+    {"text": "很脏", "contact": {"phone": "13812341234"}, "tags": ["a", "b"]},
+)
+BODY_KEYS = ("kind", "result", "score", "violations", "code", "title", "body_md", "filters", "text")
+# what the decoder must refuse, and what it must not confuse with it
+BODY_TOKENS = (
+    b"\\u0000",  # a NUL character, escaped
+    b"\\\\u0000",  # a backslash and "u0000": no NUL
+    b"\\ud800",
+    b"\\udc00",
+    b"9223372036854775807",
+    b"9223372036854775808",
+    b"-9223372036854775809",
+    b"1e309",
+    b"[" * 32,
+    b"]" * 32,
+    b"{" * 40,
+)
+
+
+@st.composite
+def nested_bodies(draw: st.DrawFn) -> bytes:
+    """Brackets of both kinds nested around a value, about the depth limit or far past it, some
+    of them inside strings (which do not count)."""
+    depth = draw(st.sampled_from([1, 31, 32, 33, 34, 200, 990, 1010, 5000]) | st.integers(0, 70))
+    opening = [draw(st.sampled_from([b"[", b'{"k":'])) for _ in range(min(depth, 40))] * (depth // 40 + 1)
+    opening = opening[:depth]
+    closing = [b"]" if part == b"[" else b"}" for part in reversed(opening)]
+    brackets_in_a_string = b'"' + b"[" * 40 + b'"'
+    core = draw(st.sampled_from([b"1", brackets_in_a_string, b'"\\u0000"', b"[]", b"{}"]))
+    return b"".join(opening) + core + b"".join(closing)
+
+
+def _depth(value: Any) -> int:
+    """How deep a decoded value nests (the oracle: a walk, not the decoder's bracket passes)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level + 1)
+            stack.extend((item, level + 1) for item in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _offending(value: Any) -> bool:
+    return any(
+        (isinstance(leaf, str) and "\x00" in leaf)
+        or (isinstance(leaf, int) and not isinstance(leaf, bool) and abs(leaf) > decoding.BIGINT_MAX)
+        for _, leaf in decoding.leaves(value)
+    )
+
+
+def test_a_json_body_is_its_value_or_a_400_or_422_naming_a_field() -> None:
+    def check(raw: bytes) -> str:
+        try:
+            expected = msgspec.json.decode(raw) if raw else None
+        except (msgspec.DecodeError, RecursionError):
+            readable = False
+        else:
+            readable = _depth(expected) <= decoding.MAX_DEPTH
+        try:
+            value = decoding.decode(raw)
+        except InvalidInput as exc:
+            refused = exc
+        else:
+            assert readable and value == expected and not _offending(value), raw[:80]
+            return "records"
+        assert refused.field and refused.status in (400, 422), refused
+        assert readable or isinstance(refused, UnreadableBody), (raw[:80], refused)
+        assert not readable or _offending(expected), (raw[:80], refused)
+        return "refused"
+
+    bodies = weighted(
+        (3, json_mutation(BODY_DOCS, BODY_KEYS)),
+        (2, mutated([json.dumps(d, ensure_ascii=False).encode() for d in BODY_DOCS], BODY_TOKENS)),
+        (2, nested_bodies()),
+        (1, st.sampled_from(RAW_JSON)),
+        (1, st.binary(max_size=40)),
+    )
+    accepted_and_refused(fuzz(bodies, check, examples=400))
+
+
+VALID_BODIES: dict[type[Any], dict[str, Any]] = {
+    records.Complaint: {"category": "hygiene", "text": "后厨很脏，有老鼠"},
+    records.InspectionReport: {"kind": "routine", "result": "rectify", "violations": ["V01"], "score": 71.5},
+    records.LicenceSubmission: {"kind": "business", "number": "JY31010400001", "valid_from": "2026-01-01"},
+    records.StaffSubmission: {
+        "name": "赵敏",
+        "health_cert_number": "JK2026",
+        "health_cert_valid_to": "2027-01-01",
+    },
+    records.Reply: {"reply": "已整改"},
+    policies.CorrectionIn: {"title": "更正", "body_md": "请注意"},
+}
+
+
+def test_a_body_read_through_the_app_becomes_its_struct_or_invalid_input() -> None:
+    def check(drawn: tuple[bytes, type[Any], tuple[str, ...]]) -> str:
+        raw, shape, lists = drawn
+        request = cast(Request[Any, Any, Any], _Request(raw, True))
+        try:
+            value, _ = asyncio.run(forms.read(request, shape, lists=lists))
+        except InvalidInput as exc:
+            refused = exc
+        else:
+            assert isinstance(value, shape)
+            return "records"
+        assert isinstance(refused.field, str) and refused.field and refused.status in (400, 422)
+        return "refused"
+
+    @st.composite
+    def raw_bodies(draw: st.DrawFn) -> tuple[bytes, type[Any], tuple[str, ...]]:
+        shape, lists = draw(st.sampled_from(FORM_SHAPES))
+        names = [f.encode_name for f in msgspec.structs.fields(shape)]
+        return draw(json_mutation([VALID_BODIES[shape]], names) | nested_bodies()), shape, lists
+
+    accepted_and_refused(fuzz(raw_bodies(), check, examples=300))
 
 
 # --- LIVES ---------------------------------------------------------------------------------------

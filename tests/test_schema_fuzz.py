@@ -325,7 +325,7 @@ async def test_a_nul_character_in_a_text_is_refused_naming_its_field(
     )
     assert correction.status_code == 422, correction.text
     assert correction.headers["content-type"] == "application/problem+json"
-    assert correction.json()["errors"][0]["field"] == "body"
+    assert correction.json()["errors"][0]["field"] == "body_md"  # read with the body, so named
     assert await conn.fetchval("SELECT count(*) FROM policy WHERE title = '更正'") == 0
     open311 = await client.get("/open311/v2/requests.json?service_code=a%00")
     assert open311.status_code == 400, open311.text

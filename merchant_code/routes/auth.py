@@ -16,6 +16,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from merchant_code import access, audit, auth, db
 from merchant_code.errors import DomainError, InvalidInput
+from merchant_code.routes.params import check_coordinates
 
 Login = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -242,6 +243,7 @@ async def me_page(
 ) -> Template:
     """The account page; for staff also the due list of their area (nearest first within each
     risk band when the phone shares its position) and what waits for verification."""
+    check_coordinates(lat=lat, lon=lon)
     me = await me_of(conn, principal)
     due: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []

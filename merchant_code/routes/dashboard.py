@@ -16,7 +16,6 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
-from litestar.openapi.spec.enums import OpenAPIFormat
 from litestar.params import FromQuery, QueryParameter
 from litestar.response import Template
 
@@ -26,20 +25,23 @@ from merchant_code.routes.auth import english
 
 Lang = FromQuery[Literal["zh", "en"] | None]
 # days are read by dashboard.choose_period, so that a bad one is refused naming `from` or `to`
+# a day, or empty: the page's date inputs send an empty value when left blank, meaning the default
+# (a bare `format: date` would say an empty value is refused, and it is not)
+DAY_OR_EMPTY = {"anyOf": [{"format": "date"}, {"maxLength": 0}]}
 From = Annotated[
     str | None,
     QueryParameter(
         name="from",
-        format=OpenAPIFormat.DATE,
-        description="the first day counted (YYYY-MM-DD); default: 29 days before `to`",
+        schema_extra=DAY_OR_EMPTY,
+        description="the first day counted (YYYY-MM-DD); empty or absent: 29 days before `to`",
     ),
 ]
 To = Annotated[
     str | None,
     QueryParameter(
         name="to",
-        format=OpenAPIFormat.DATE,
-        description="the last day counted, included (YYYY-MM-DD); default: today",
+        schema_extra=DAY_OR_EMPTY,
+        description="the last day counted, included (YYYY-MM-DD); empty or absent: today",
     ),
 ]
 GroupBy = Annotated[

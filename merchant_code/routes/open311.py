@@ -58,6 +58,7 @@ from merchant_code.errors import (
     unstorable_text,
 )
 from merchant_code.routes.auth import english
+from merchant_code.routes.params import check_coordinates
 from merchant_code.routes.records import rebuild_soon
 
 log = logging.getLogger("merchant_code")
@@ -146,6 +147,16 @@ BAD_REQUEST = {
         generate_examples=False,
         description="A bad or missing parameter, named in the description (Open311's error list)",
     )
+}
+
+# filing a request needs the regulator's api_key: missing, unknown or disabled is a 403
+FILING = {
+    **BAD_REQUEST,
+    403: ResponseSpec(
+        data_container=list[Open311Error],
+        generate_examples=False,
+        description="No api_key, or one that is unknown or disabled (Open311's error list)",
+    ),
 }
 
 # every class the app maps (errors.problem_handlers, access.login_redirect) is mapped again here,
@@ -369,10 +380,7 @@ async def _fields(request: Request[Any, Any, Any]) -> dict[str, str]:
     value is an absent one."""
     fields: dict[str, str] = {}
     if "json" in request.headers.get("content-type", ""):
-        try:
-            raw = msgspec.json.decode(await request.body())
-        except msgspec.DecodeError:
-            raise InvalidInput("body", "the body is not JSON") from None
+        raw = await request.json()  # decoding.JSONRequest: anything unreadable is InvalidInput
         if not isinstance(raw, dict):
             raise InvalidInput("body", "send a JSON object")
         for key, value in raw.items():
@@ -407,6 +415,7 @@ def _coordinate(raw: str, field: str, bound: float) -> float:
         raise InvalidInput(field, "give a decimal number of degrees (WGS 84)") from None
     if not math.isfinite(value) or not -bound <= value <= bound:
         raise InvalidInput(field, f"must lie between -{bound:g} and {bound:g}")
+    check_coordinates(**{field: value})
     return value
 
 
@@ -484,7 +493,7 @@ class RequestForm(msgspec.Struct, frozen=True):
     tags=["open311"],
     status_code=201,
     exception_handlers=ERRORS,
-    responses=BAD_REQUEST,
+    responses=FILING,
     operation_class=body_of(RequestForm, form="application/x-www-form-urlencoded"),
 )
 async def create_request(

@@ -26,7 +26,7 @@ from merchant_code import access, db
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import InvalidInput, NotFound
 from merchant_code.routes.exports import download_export, export_status, request_export
-from merchant_code.routes.params import BIGINT_MAX, PageSize
+from merchant_code.routes.params import BIGINT_MAX, PageSize, check_coordinates
 from merchant_code.views import CitizenShop
 
 PUBLIC_RATE = 600  # a minute, per client address and worker process
@@ -167,6 +167,7 @@ async def search(
     within `radius_m` nearest first, each with its distance. At most 100 a page."""
     if (lat is None) != (lon is None):
         raise InvalidInput("lon" if lon is None else "lat", "give both lat and lon, or neither")
+    check_coordinates(lat=lat, lon=lon)
     prefix = None
     if area is not None:
         prefix = await db.queries.get_area_path(conn, code=area)

@@ -20,7 +20,7 @@ from litestar.status_codes import HTTP_201_CREATED
 from merchant_code import access, auth, db, forms, profiles, records, uploads
 from merchant_code.bodies import body_of
 from merchant_code.errors import DomainError, InvalidInput
-from merchant_code.routes.params import PageSize
+from merchant_code.routes.params import PageSize, check_coordinates
 
 UPLOAD_LIMIT = uploads.MAX_REQUEST_BYTES
 
@@ -337,6 +337,7 @@ async def api_due(
     position (`lat`, `lon`), the nearest first within each band of 20 risk points."""
     if (lat is None) != (lon is None):
         raise InvalidInput("lon" if lon is None else "lat", "send both lat and lon, or neither")
+    check_coordinates(lat=lat, lon=lon)
     prefix = None if principal.role == "admin" else principal.area_path
     rows = db.queries.list_due_shops(conn, prefix=prefix, limit=limit, lat=lat, lon=lon)
     return await db.fetch_all(rows, DueShop)
