@@ -6,14 +6,19 @@ disabled account), so a token stops working before it expires when it should.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
+import contextlib
 import datetime
 import hashlib
+import os
 import secrets
+import threading
 import unicodedata
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
-import anyio.to_thread
 import argon2
 import asyncpg
 import jwt
@@ -133,15 +138,55 @@ async def attempt_succeeded(conn: asyncpg.Connection, ids: list[int], forget: st
         await db.queries.delete_auth_failures(conn, keys=[forget])
 
 
+T = TypeVar("T")
+
+
+class _Hashing:
+    """argon2 is slow on purpose, and a burst of logins for made-up accounts (each from another
+    address, so no throttle applies) costs a hash each: all of it runs on one thread per worker
+    process whose priority is lowered (nice 19; argon2's lanes inherit it), so the scans and the
+    rest of the service keep the cores they need, and at most MAX_WAITING hashes wait their turn:
+    past that, 503 at once."""
+
+    MAX_WAITING = 32
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.waiting = 0
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self.pool is None:
+            self.pool = concurrent.futures.ThreadPoolExecutor(1, "argon2", initializer=_lower_priority)
+        return self.pool
+
+    async def run(self, work: Callable[[], T]) -> T:
+        if self.waiting >= self.MAX_WAITING:
+            raise db.Busy("too many logins at once; try again in a moment", retry_after=1)
+        self.waiting += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool(), work)
+        finally:
+            self.waiting -= 1
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed: run as is
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+_hashing = _Hashing()
+
+
 async def hash_password_off_loop(password: str) -> str:
-    """argon2 takes tens of milliseconds of CPU: keep it off the event loop."""
-    hashed: str = await anyio.to_thread.run_sync(hash_password, password)
-    return hashed
+    return await _hashing.run(lambda: hash_password(password))
 
 
 async def verify_password_off_loop(stored: str | None, password: str) -> bool:
-    ok: bool = await anyio.to_thread.run_sync(verify_password, stored, password)
-    return ok
+    return await _hashing.run(lambda: verify_password(stored, password))
 
 
 async def open_session(
@@ -172,12 +217,12 @@ class Session(msgspec.Struct, frozen=True):
 
 
 async def throttle(
-    side_pool: asyncpg.Pool, keys: list[tuple[str, int]], limit: int, minutes: int
+    side_pool: asyncpg.Pool, keys: list[tuple[str, int]], limit: int, minutes: int, timeout: float
 ) -> list[int]:
     """`begin_attempt` on a connection of the side pool, given back at once: the request's own
     connection is in a transaction (the record must be visible and survive its failure), and a
     second one from the request pool could wait forever behind requests that wait the same way."""
-    async with db.acquire(side_pool) as side:
+    async with db.acquire(side_pool, timeout) as side:
         return await begin_attempt(side, keys, limit, minutes)
 
 

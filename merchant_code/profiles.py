@@ -121,6 +121,31 @@ async def drain_pool(
     return first + sum(task.result() for task in tasks)
 
 
+class _Soon:
+    """After-write drains of one worker process, coalesced: a burst of two hundred complaints asks
+    for two hundred drains; one runs, and runs once more if more were asked for meanwhile."""
+
+    def __init__(self) -> None:
+        self.running = self.again = False
+
+    async def drain(self, pool: asyncpg.Pool, base: str | None) -> None:
+        if self.running:
+            self.again = True
+            return
+        self.running = True
+        try:
+            while True:
+                self.again = False
+                await drain_pool(pool, base=base)
+                if not self.again:
+                    return
+        finally:
+            self.running = False
+
+
+drain_soon = _Soon().drain
+
+
 async def rebuild_all(
     conn: asyncpg.Connection,
     batch: int = 5000,

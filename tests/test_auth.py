@@ -20,6 +20,7 @@ from litestar.testing import AsyncTestClient
 from merchant_code import accounts, auth
 from tests import factories
 from tests import world as w
+from tests.service import wait_until
 
 ME = "/api/v1/me"
 
@@ -492,3 +493,37 @@ def test_workers_starting_together_agree_on_one_signing_key(tmp_path: Any) -> No
         keys = list(pool.map(_key_in_another_process, [str(tmp_path)] * 12))
     assert len(set(keys)) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]  # no draft left behind
+
+
+async def test_password_hashes_queue_on_one_low_priority_thread_and_past_the_queue_are_refused_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst of logins for made-up accounts costs a hash each: one at a time per worker, on a
+    thread the scheduler ranks below the scans, and the ones past a short queue get 503 at once."""
+    import os
+    import threading
+
+    from merchant_code import db
+
+    release = threading.Event()
+    niceness: list[int] = []
+
+    def slow() -> bool:
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        release.wait(30)
+        return False
+
+    hashing = auth._Hashing()
+    monkeypatch.setattr(auth._Hashing, "MAX_WAITING", 3)
+    waiting = [asyncio.create_task(hashing.run(slow)) for _ in range(3)]
+
+    async def queued() -> bool:
+        return hashing.waiting == 3
+
+    await wait_until(queued, 30, "three hashes waiting their turn")
+    with pytest.raises(db.Busy) as refused:  # the queue is full: answered now, not after the others
+        await hashing.run(slow)
+    assert refused.value.status == 503 and refused.value.extra["retry_after"] == 1
+    release.set()
+    assert await asyncio.gather(*waiting) == [False, False, False]
+    assert niceness == [19, 19, 19]  # one after another, on the lowered thread

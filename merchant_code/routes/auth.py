@@ -129,13 +129,14 @@ async def change_password(
     """Someone holding a stolen session must not be able to guess the password behind it: wrong
     current passwords are throttled like logins, recorded on a connection of their own."""
     settings = state.settings
-    async with db.acquire(state.side_pool, settings.acquire_seconds) as side:
-        keys = [(f"password:{principal.account_id}", 1)]
-        ids = await auth.begin_attempt(side, keys, settings.throttle_failures, settings.throttle_minutes)
-        stored = await db.queries.get_password_hash(side, account_id=principal.account_id)
-        if not await auth.verify_password_off_loop(stored, data.current_password):
-            raise InvalidInput("current_password", "the current password is wrong")
-        await auth.attempt_succeeded(side, ids, forget=keys[0][0])
+    keys = [(f"password:{principal.account_id}", 1)]
+    ids = await auth.throttle(
+        state.side_pool, keys, settings.throttle_failures, settings.throttle_minutes, settings.acquire_seconds
+    )
+    stored = await db.queries.get_password_hash(conn, account_id=principal.account_id)
+    if not await auth.verify_password_off_loop(stored, data.current_password):
+        raise InvalidInput("current_password", "the current password is wrong")
+    await auth.forget_attempts(state.side_pool, ids, forget=keys[0][0])
     auth.check_new_password(data.new_password)
     if data.new_password == data.current_password:
         raise InvalidInput("new_password", "the new password must differ from the current one")

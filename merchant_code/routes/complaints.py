@@ -32,8 +32,8 @@ async def _file(
     shop = await records.shop_for_anyone(conn, code)
     body, photo = await forms.read(request, records.Complaint, file_field="photo")
     client = access.client_of(request)
-    # counted even if the request fails later
-    await auth.throttle(state.side_pool, [(f"complaint:{client}", 1)], PER_HOUR, 60)
+    keys = [(f"complaint:{client}", 1)]  # counted even if the request fails later
+    await auth.throttle(state.side_pool, keys, PER_HOUR, 60, state.settings.acquire_seconds)
     return await records.file_complaint(conn, shop, body, photo, access.request_id_of(request))
 
 
@@ -158,7 +158,7 @@ async def track_reopen(
     form; a form is answered by a redirect back to the tracking page)."""
     client = access.client_of(request)
     # tracking numbers are not to be guessed here
-    await auth.throttle(state.side_pool, [(f"reopen:{client}", 1)], 20, 60)
+    await auth.throttle(state.side_pool, [(f"reopen:{client}", 1)], 20, 60, state.settings.acquire_seconds)
     page = "json" not in request.headers.get("content-type", "")
     back = f"/track/{number.strip().upper()}" + ("?lang=en&" if lang == "en" else "?")
     try:

@@ -512,7 +512,9 @@ async def create_request(
     fields = await _fields(request)
     client = await _api_client(conn, fields)
     try:  # counted even if the request fails later
-        await auth.throttle(state.side_pool, [(f"open311:{client['id']}", 1)], PER_HOUR, 60)
+        await auth.throttle(
+            state.side_pool, [(f"open311:{client['id']}", 1)], PER_HOUR, 60, state.settings.acquire_seconds
+        )
     except auth.TooManyAttempts as exc:
         raise auth.TooManyAttempts(
             f"this api_key has filed {PER_HOUR} requests in the last hour: try again later",

@@ -27,7 +27,7 @@ UPLOAD_LIMIT = uploads.MAX_REQUEST_BYTES
 
 async def rebuild_soon(state: State) -> None:
     """After the response: bring dirty profiles up to date now rather than at the next tick."""
-    await profiles.drain_pool(state.jobs_pool, base=state.settings.base_url)
+    await profiles.drain_soon(state.jobs_pool, state.settings.base_url)
 
 
 def _back(code: str, outcome: str, en: bool) -> str:
