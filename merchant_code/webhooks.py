@@ -21,6 +21,7 @@ import msgspec
 
 from merchant_code import auth, db
 from merchant_code.errors import Conflict, InvalidInput, NotFound
+from merchant_code.feeds import ssrf
 
 Event = Literal["grade_changed", "licence_expired", "case_opened", "case_closed"]
 EVENTS: tuple[str, ...] = ("grade_changed", "licence_expired", "case_opened", "case_closed")
@@ -65,10 +66,18 @@ def _prefix(principal: auth.Principal) -> str | None:
     return None if principal.role == "admin" else principal.area_path
 
 
-async def subscribe(conn: asyncpg.Connection, principal: auth.Principal, data: SubscriptionIn) -> Subscribed:
-    """A manager subscribes an outside system to events inside their area (an admin: anywhere)."""
+async def subscribe(
+    conn: asyncpg.Connection, principal: auth.Principal, data: SubscriptionIn, *, allow_private: bool = False
+) -> Subscribed:
+    """A manager subscribes an outside system to events inside their area (an admin: anywhere).
+    Its URL must lead to a public address unless the service allows private ones."""
     from merchant_code import records
 
+    try:
+        await ssrf.check_stored_url(data.url, allow_private)
+    except ssrf.Refused as exc:
+        hint = ": a subscriber must be reachable at a public address" if exc.private else ""
+        raise InvalidInput("url", f"{exc}{hint}") from None
     area_path = None
     if data.area_code is not None:
         area_path = await db.queries.get_area_path(conn, code=data.area_code)
@@ -89,7 +98,7 @@ async def subscribe(conn: asyncpg.Connection, principal: auth.Principal, data: S
                 name=data.name,
                 url=data.url,
                 secret=secret,
-                allow_private=False,
+                allow_private=allow_private,
                 events=sorted(set(data.events)),
                 area_path=area_path,
                 trade=data.trade,

@@ -76,6 +76,5 @@ async def test_add_run_and_status_of_a_source(
     private = await asyncio.to_thread(
         _cli, db_url, "feeds", "add", "inside", "--kind", "licence_registry", "--url", registry_server
     )
-    assert private.returncode == 0
-    blocked = await asyncio.to_thread(_cli, db_url, "feeds", "run", "inside")
-    assert "inside: failed" in blocked.stdout and "Refused" in blocked.stdout  # loopback, not allowed
+    assert private.returncode == 2 and "loopback" in private.stderr  # refused when stored, not when run
+    assert "--allow-private" in private.stderr and "Traceback" not in private.stderr

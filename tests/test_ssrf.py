@@ -28,10 +28,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from litestar.testing import AsyncTestClient
 
 from merchant_code import db, policies
 from merchant_code.feeds import http as feed_http
 from merchant_code.feeds import runner, ssrf
+from tests import factories
+from tests import world as w
+from tests.test_audit import _cli
 from tests.test_policies_delivery import BASE_URL, TZ, district, policy_in
 from tests.webhook_receiver import Receiver
 
@@ -311,3 +315,83 @@ async def test_ipv6_literals_wrapping_private_ipv4_are_refused_before_any_connec
         with pytest.raises(feed_http.Refused):
             await client.get(url)
     assert connected == []
+
+
+# ------------------------------------------------------------------ refused when stored
+
+
+def _one_line(done: Any) -> str:
+    assert "Traceback" not in done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, done.stderr
+    return str(lines[0])
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("file:///etc/passwd", "http or https"),
+        ("gopher://127.0.0.1:70/_x", "http or https"),
+        ("http://127.0.0.1:9/licences", "loopback"),
+        ("http://localhost:9/licences", "localhost resolves to"),
+        ("http://[2002:7f00:1::]/licences", "wrapping 127.0.0.1"),
+        ("http://169.254.169.254/latest/", "link-local"),
+    ],
+)
+async def test_feeds_add_and_channels_add_refuse_a_bad_url_at_once(
+    db_url: str, conn: asyncpg.Connection, url: str, says: str
+) -> None:
+    feed = await asyncio.to_thread(
+        _cli, db_url, "feeds", "add", "registry", "--kind", "licence_registry", "--url", url
+    )
+    channel = await asyncio.to_thread(_cli, db_url, "channels", "add", "sms", "--url", url)
+    for done in (feed, channel):
+        assert done.returncode == 2, done.stderr
+        line = _one_line(done)
+        assert line.startswith("merchant-code: error: --url ") and says in line, line
+    assert await conn.fetchval("SELECT count(*) FROM feed_source") == 0
+    assert await conn.fetchval("SELECT count(*) FROM delivery_channel") == 0
+
+
+async def test_allow_private_still_stores_a_loopback_url_but_never_another_scheme(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    feed = await asyncio.to_thread(
+        _cli, db_url, "feeds", "add", "inside", "--kind", "licence_registry",
+        "--url", "http://127.0.0.1:9/licences", "--config", '{"allow_private": true}',
+    )  # fmt: skip
+    assert feed.returncode == 0, feed.stderr
+    gopher = await asyncio.to_thread(
+        _cli, db_url, "channels", "add", "sms", "--url", "gopher://127.0.0.1:70/", "--allow-private"
+    )
+    assert gopher.returncode == 2 and "http or https" in _one_line(gopher)
+    assert await conn.fetchval("SELECT count(*) FROM feed_source WHERE name = 'inside'") == 1
+    assert await conn.fetchval("SELECT count(*) FROM delivery_channel") == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "https://10.0.0.7/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://[2002:7f00:1::]/hook",
+    ],
+)
+async def test_a_webhook_to_a_private_address_is_refused_naming_the_url(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, url: str
+) -> None:
+    await factories.area(conn, "310199002", "二街道")
+    await factories.account(conn, "manager2", "manager", area_code="310199002")
+    token = await w.log_in(client, "manager2")
+    made = await client.post(
+        "/api/v1/manage/webhooks",
+        json={"name": "x-app", "url": url, "area_code": "310199002", "events": ["case_opened"]},
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert made.status_code == 422, made.text
+    assert made.headers["content-type"].startswith("application/problem+json")
+    assert [e["field"] for e in made.json()["errors"]] == ["url"]
+    assert await conn.fetchval("SELECT count(*) FROM delivery_channel") == 0
