@@ -80,9 +80,13 @@ def refusal(address: str) -> str | None:
         else:
             for wrapped in (ip.sixtofour, *(ip.teredo or ())):
                 if wrapped is not None and (kind := _kind(wrapped)):
-                    return f"an address wrapping {wrapped}, a {kind} address"
+                    return f"an address wrapping {wrapped}, {_a(kind)} address"
     kind = _kind(ip)
-    return f"a {kind} address" if kind else None
+    return f"{_a(kind)} address" if kind else None
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 def is_public(address: str) -> bool:
