@@ -108,7 +108,8 @@ def _target(url: httpx.URL | str) -> tuple[str, int]:
     except httpx.InvalidURL as exc:
         raise Refused(f"not a usable URL: {exc}") from None
     if url.scheme not in ("http", "https"):
-        raise Refused(f"URLs must be http or https, not {url.scheme or 'without a scheme'!r}")
+        said = f", not {url.scheme!r}" if url.scheme else ""
+        raise Refused(f"URLs must be http or https{said}")
     host = url.raw_host.decode("ascii")
     if not host:
         raise Refused("the URL has no host")
