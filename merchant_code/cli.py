@@ -197,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         if args.command in {"serve", "demo"}:
             commands.ensure_port_free(settings.host, settings.port)
+        adding = args.command in {"feeds", "channels"} and args.action == "add"
+        if adding and (problem := commands.url_problem(args)):
+            _fail(problem, 2)
         with database(settings) as url:
             run(settings, url)
     except SettingsError as exc:

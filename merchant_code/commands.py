@@ -364,6 +364,29 @@ async def _console_audit(
     )
 
 
+def url_problem(args: argparse.Namespace) -> str | None:
+    """Why the --url of `feeds add` or `channels add` cannot be stored: not http(s), or (without
+    --allow-private) a private or loopback address or a name answering one. Asked before the
+    database starts: a refused URL is never stored, so never found out only when it is used."""
+    import json
+
+    from merchant_code.feeds import ssrf
+
+    allow = bool(args.allow_private)
+    if args.command == "feeds":
+        try:
+            config = json.loads(args.config)
+        except json.JSONDecodeError:
+            config = None  # said later, with the other --config mistakes
+        allow = allow or (isinstance(config, dict) and bool(config.get("allow_private")))
+    try:
+        asyncio.run(ssrf.check_stored_url(args.url, allow))
+    except ssrf.Refused as exc:
+        hint = "; pass --allow-private if this is intended" if exc.private else ""
+        return f"--url {args.url}: {exc}{hint}"
+    return None
+
+
 def channels(url: str, args: argparse.Namespace) -> None:
     asyncio.run(_channels(url, args))
 

@@ -86,6 +86,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scan_burst: Annotated[int, msgspec.Meta(ge=1)] = 120
     # the regulator's time zone: cron recurrences of policies and the day reminders are sent for
     timezone: str = "Asia/Shanghai"
+    # webhook subscribers may be at private or loopback addresses (systems inside the regulator's
+    # own network); by default a subscription's URL must lead to a public address
+    webhooks_allow_private: bool = False
 
     @property
     def trusted_proxy_set(self) -> frozenset[str]:

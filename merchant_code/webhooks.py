@@ -21,6 +21,7 @@ import msgspec
 
 from merchant_code import audit, auth, db
 from merchant_code.errors import Conflict, InvalidInput, NotFound
+from merchant_code.feeds import ssrf
 
 Event = Literal["grade_changed", "licence_expired", "case_opened", "case_closed"]
 EVENTS: tuple[str, ...] = ("grade_changed", "licence_expired", "case_opened", "case_closed")
@@ -66,12 +67,23 @@ def _prefix(principal: auth.Principal) -> str | None:
 
 
 async def subscribe(
-    conn: asyncpg.Connection, principal: auth.Principal, data: SubscriptionIn, request_id: str | None = None
+    conn: asyncpg.Connection,
+    principal: auth.Principal,
+    data: SubscriptionIn,
+    request_id: str | None = None,
+    *,
+    allow_private: bool = False,
 ) -> Subscribed:
     """A manager subscribes an outside system to events inside their area (an admin: anywhere);
-    audited (the secret is not)."""
+    audited (the secret is not). Its URL must lead to a public address unless the service allows
+    private ones."""
     from merchant_code import records
 
+    try:
+        await ssrf.check_stored_url(data.url, allow_private)
+    except ssrf.Refused as exc:
+        hint = ": a subscriber must be reachable at a public address" if exc.private else ""
+        raise InvalidInput("url", f"{exc}{hint}") from None
     area_path = None
     if data.area_code is not None:
         area_path = await db.queries.get_area_path(conn, code=data.area_code)
@@ -92,7 +104,7 @@ async def subscribe(
                 name=data.name,
                 url=data.url,
                 secret=secret,
-                allow_private=False,
+                allow_private=allow_private,
                 events=sorted(set(data.events)),
                 area_path=area_path,
                 trade=data.trade,

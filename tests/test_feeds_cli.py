@@ -76,9 +76,9 @@ async def test_add_run_and_status_of_a_source(
     private = await asyncio.to_thread(
         _cli, db_url, "feeds", "add", "inside", "--kind", "licence_registry", "--url", registry_server
     )
-    assert private.returncode == 0
-    blocked = await asyncio.to_thread(_cli, db_url, "feeds", "run", "inside")
-    assert "inside: failed" in blocked.stdout and "Refused" in blocked.stdout  # loopback, not allowed
+    assert private.returncode == 2 and "loopback" in private.stderr  # refused when stored, not when run
+    assert "--allow-private" in private.stderr and "Traceback" not in private.stderr
+
 
 
 async def test_a_source_can_be_disabled_enabled_and_removed_and_each_is_audited(

@@ -3,74 +3,33 @@ included) against the SSRF rule before any connection is made, and retries what 
 retrying (connection errors, timeouts, 429 and 5xx, honouring Retry-After) with backoff and
 jitter through stamina.
 
-The SSRF rule: a feed URL must be http(s) and every address its host resolves to must be a public
-one, unless the source's config says `allow_private: true` (the demo's provider on loopback, a
-registry inside the regulator's network). Loopback, link-local (169.254/16, fe80::/10, the cloud
-metadata address among them), private, shared, multicast and reserved ranges are refused.
+The SSRF rule (`ssrf.py`): a URL must be http(s) and every address its host resolves to must be
+a public one, unless the source's config says `allow_private: true` (the demo's provider on
+loopback, a registry inside the regulator's network). The check is made again on each hop and
+held at the connection itself, which goes to the address that was checked (`CheckedTransport`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import email.utils
-import ipaddress
-import socket
 from typing import Any
 
 import httpx
 import stamina
 
 from merchant_code.feeds import limits as feed_limits
-from merchant_code.feeds.base import FeedError
+from merchant_code.feeds import ssrf
+from merchant_code.feeds.ssrf import CheckedTransport, Refused, check_url
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-class Refused(FeedError):
-    """A request the SSRF rule does not allow; raised before any connection is made."""
+__all__ = ["GuardedTransport", "Refused", "check_url", "client", "retry_after_seconds"]
 
 
 class _Retryable(Exception):
     def __init__(self, response: httpx.Response) -> None:
         super().__init__(f"HTTP {response.status_code}")
         self.response = response
-
-
-def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or (isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"))
-    )
-
-
-async def check_url(url: httpx.URL, allow_private: bool) -> None:
-    if url.scheme not in ("http", "https"):
-        raise Refused(f"feed URLs must be http or https, not {url.scheme!r}")
-    host = url.host
-    if not host:
-        raise Refused("the feed URL has no host")
-    if allow_private:
-        return
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, url.port or 443, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise Refused(f"cannot resolve {host}: {exc.strerror or exc}") from None
-    for info in infos:
-        address = str(info[4][0])
-        if not _public(address):
-            raise Refused(
-                f"{host} resolves to {address}, a private, loopback or link-local address;"
-                " set allow_private in the source's config if this is intended"
-            )
 
 
 def retry_after_seconds(value: str | None, cap: float, now: datetime.datetime | None = None) -> float | None:
@@ -111,7 +70,10 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         self.retry_seconds = retry_seconds
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await check_url(request.url, self.allow_private)
+        # the checked transport resolves and checks names at the connection; another one (a
+        # test's) has them resolved and checked here
+        resolver = None if isinstance(self.inner, CheckedTransport) else ssrf.system_resolver
+        await check_url(request.url, self.allow_private, resolver=resolver)
         last: httpx.Response | None = None
         try:
             async for attempt in stamina.retry_context(
@@ -151,7 +113,8 @@ def client(
     **kwargs: Any,
 ) -> httpx.AsyncClient:
     """A client for one source's run: per-request timeouts, redirects followed (each hop checked)."""
-    transport = GuardedTransport(inner or httpx.AsyncHTTPTransport(), allow_private=allow_private, **kwargs)
+    inner = inner or CheckedTransport(allow_private=allow_private)
+    transport = GuardedTransport(inner, allow_private=allow_private, **kwargs)
     return httpx.AsyncClient(
         transport=transport,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),

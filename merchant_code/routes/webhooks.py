@@ -6,6 +6,7 @@ from typing import Any
 
 import asyncpg
 from litestar import Request, delete, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED
@@ -27,11 +28,16 @@ async def api_subscribe(
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
     data: JSONBody[webhooks.SubscriptionIn],
+    state: State,
 ) -> webhooks.Subscribed:
     """Subscribe an outside system (`url`) to `events` (grade_changed, licence_expired,
     case_opened, case_closed) about the shops of an area (and below), a trade in it, or one
-    shop. The answer holds the HMAC secret, once."""
-    return await webhooks.subscribe(conn, principal, data, access.request_id_of(request))
+    shop. The answer holds the HMAC secret, once. The URL must lead to a public address
+    (loopback, private and link-local ones are refused) unless the service allows private ones."""
+    allow = state.settings.webhooks_allow_private
+    return await webhooks.subscribe(
+        conn, principal, data, access.request_id_of(request), allow_private=allow
+    )
 
 
 @delete("/api/v1/manage/webhooks/{name:str}", opt={"access": "manager"}, tags=["webhooks"])
