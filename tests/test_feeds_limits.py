@@ -202,7 +202,7 @@ async def test_feeds_add_takes_limits_and_refuses_a_bad_one_naming_it(
     def add(config: str) -> subprocess.CompletedProcess[str]:
         return _cli(
             db_url, "feeds", "add", "city", "--kind", "lives", "--url", "http://127.0.0.1:9/l.zip",
-            "--config", config,
+            "--allow-private", "--config", config,
         )  # fmt: skip
 
     refused = await asyncio.to_thread(add, '{"max_bytes": 0}')
@@ -210,7 +210,7 @@ async def test_feeds_add_takes_limits_and_refuses_a_bad_one_naming_it(
     added = await asyncio.to_thread(add, '{"max_bytes": 1048576, "max_ratio": 50}')
     assert added.returncode == 0, added.stderr
     config = await conn.fetchval("SELECT config FROM feed_source WHERE name = 'city'")
-    assert config == {"max_bytes": 1048576, "max_ratio": 50}
+    assert config == {"max_bytes": 1048576, "max_ratio": 50, "allow_private": True}
 
 
 # --- zip members -------------------------------------------------------------------------------
