@@ -113,6 +113,10 @@ def _target(url: httpx.URL | str) -> tuple[str, int]:
     host = url.raw_host.decode("ascii")
     if not host:
         raise Refused("the URL has no host")
+    name = host.removesuffix(".")  # a fully qualified name may end with its root's dot
+    if not _literal(host) and (len(name) > 253 or any(not 0 < len(label) <= 63 for label in name.split("."))):
+        # no DNS name is longer (the resolver would refuse to encode it)
+        raise Refused("the URL's host is not a valid name (labels of 1 to 63 characters, 253 in all)")
     return host, url.port or (443 if url.scheme == "https" else 80)
 
 
