@@ -118,6 +118,7 @@ class IdentityMiddleware(ASGIMiddleware):
     scopes = ("http",)  # type: ignore[assignment]
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        db.start_request()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["principal"] = None
         # the headers this needs, in one pass (a scan runs this on every request)

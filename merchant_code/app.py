@@ -189,7 +189,8 @@ def create_app(settings: Settings) -> Litestar:
             ("side_pool", settings.side_pool_max),
             ("jobs_pool", settings.jobs_pool_max),
         ):
-            setattr(app.state, name, await db.create_pool(url, min_size=0, max_size=size, role=role))
+            least = min(settings.pool_min, size)
+            setattr(app.state, name, await db.create_pool(url, min_size=least, max_size=size, role=role))
         await _ensure_sticker_key(app.state.pool, settings)
         scheduler = (
             start_scheduler(jobs_state(app.state.jobs_pool, settings), registered_jobs())

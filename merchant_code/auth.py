@@ -226,11 +226,6 @@ async def throttle(
         return await begin_attempt(side, keys, limit, minutes)
 
 
-async def forget_attempts(side_pool: asyncpg.Pool, ids: list[int], forget: str | None = None) -> None:
-    async with db.acquire(side_pool) as side:
-        await attempt_succeeded(side, ids, forget=forget)
-
-
 async def log_in(
     pools: tuple[asyncpg.Pool, asyncpg.Pool],
     *,
@@ -253,6 +248,7 @@ async def log_in(
     if not ok or row is None or row["disabled"]:
         raise Unauthorized(BAD_LOGIN)  # the attempt stays recorded as a failure
     async with db.acquire(pool, settings.acquire_seconds) as conn, conn.transaction():
+        await attempt_succeeded(conn, ids, forget=keys[0][0])
         token, expires = await open_session(conn, key, row["id"], settings.token_minutes, client)
         await audit.append(
             conn,
@@ -262,7 +258,6 @@ async def log_in(
             object_id=login.lower(),
             request_id=request_id,
         )
-    await forget_attempts(side_pool, ids, forget=keys[0][0])
     return Session(token=token, expires_at=expires, login=login.lower(), role=row["role"])
 
 

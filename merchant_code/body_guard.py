@@ -39,8 +39,11 @@ class BodyGuard(ASGIMiddleware):
     scopes = ("http",)  # type: ignore[assignment]
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        if scope.get("method") in NO_BODY:
+            await next_app(scope, receive, send)
+            return
         handler = scope["route_handler"]
-        if scope.get("method") in NO_BODY or not isinstance(handler, HTTPRouteHandler):
+        if not isinstance(handler, HTTPRouteHandler):
             await next_app(scope, receive, send)
             return
         settings = scope["litestar_app"].state.settings

@@ -470,8 +470,9 @@ async def _open311(url: str, args: argparse.Namespace) -> None:
 
 
 async def _change_source(conn: asyncpg.Connection, action: str, name: str) -> str:
-    """Disable, enable or remove a source, audited; a running pull finishes its page and stops
-    at the next tick (the scheduler's refresh drops the jobs of sources no longer enabled)."""
+    """Disable, enable or remove a source, audited. A pull already running goes on to its end (the
+    scheduler's refresh then drops the jobs of sources no longer enabled); remove one that is not
+    running."""
     async with conn.transaction():
         if action == "remove":
             found = await db.queries.delete_feed_source(conn, name=name)

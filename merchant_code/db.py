@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import socket
 from collections.abc import AsyncIterator
@@ -133,10 +134,17 @@ ACQUIRE_SECONDS = 10.0
 # how long a client refused for a busy pool is told to wait
 BUSY_RETRY_AFTER = 1
 
-# the pool whose connection this request (task) holds: a second connection from the same pool
-# is refused at once, since a burst of such requests would hold every connection while waiting
-# for one more, and the pool would never give one back
-_held: contextvars.ContextVar[asyncpg.Pool | None] = contextvars.ContextVar("held_pool", default=None)
+# the pools whose connection this request holds: a second connection from the same pool is
+# refused at once, since a burst of such requests would hold every connection while waiting for
+# one more, and the pool would never give one back. A set the request's middleware makes, filled
+# by provide_db: Litestar resolves dependencies in child tasks, whose own settings of a context
+# variable the handler would never see, but they share the set
+_held: contextvars.ContextVar[set[int] | None] = contextvars.ContextVar("held_pools", default=None)
+
+
+def start_request() -> None:
+    """Called by the identity middleware at the start of every HTTP request."""
+    _held.set(set())
 
 
 class Busy(Unavailable):
@@ -155,10 +163,14 @@ class _Acquire:
         self.timeout = timeout
 
     async def __aenter__(self) -> asyncpg.Connection:
-        if _held.get() is self.pool:
+        held = _held.get()
+        if held and id(self.pool) in held:
             raise RuntimeError("this request already holds a connection of this pool: use it")
         try:
-            self.conn = await self.pool.acquire(timeout=self.timeout)
+            # a timer, not asyncpg's own timeout (a task for each acquire on Python 3.11); a
+            # cancelled acquire gives its connection back to the pool
+            async with asyncio.timeout(self.timeout):
+                self.conn = await self.pool.acquire()
         except TimeoutError:
             raise Busy("the service is busy; try again in a moment", retry_after=BUSY_RETRY_AFTER) from None
         # the pool hands out a proxy with every Connection method; callers type it as one
@@ -176,11 +188,14 @@ def acquire(pool: asyncpg.Pool, timeout: float = ACQUIRE_SECONDS) -> _Acquire:
 
 async def provide_db(state: State) -> AsyncIterator[asyncpg.Connection]:
     """One connection and one transaction per request; an exception rolls it back. The body has
-    been read already (guard.BodyGuard), so a slow client never holds a connection."""
+    been read already (body_guard.BodyGuard), so a slow client never holds a connection."""
     pool: asyncpg.Pool = state.pool
+    held = _held.get()
     async with acquire(pool, state.settings.acquire_seconds) as conn, conn.transaction():
-        _held.set(pool)
+        if held is not None:
+            held.add(id(pool))
         try:
             yield conn
         finally:
-            _held.set(None)
+            if held is not None:
+                held.discard(id(pool))

@@ -102,10 +102,10 @@ async def drain_pool(
     base: str | None = None,
 ) -> int:
     """`drain` on several connections of the pool at once when the queue is long: one batch is
-    taken first, and only when it was full do `workers` connections (at most half the pool, so
-    requests still get theirs) drain the rest, each claiming its own batches (SKIP LOCKED). If one
-    fails the others are cancelled, so none is left holding a connection. Returns how many
-    profiles were rebuilt."""
+    taken first, and only when it was full do `workers` connections (at most half the jobs'
+    pool, so feed pulls and policy sends still get theirs) drain the rest, each claiming its own
+    batches (SKIP LOCKED). If one fails the others are cancelled, so none is left holding a
+    connection. Returns how many profiles were rebuilt."""
     async with db.acquire(pool) as conn:
         first, more = await _one_batch(conn, batch, today, base)
     if not more:
@@ -172,5 +172,5 @@ async def rebuild_all(
 
 
 async def drain_job(state: Any) -> None:
-    """Scheduled: keep profiles current."""
-    await drain_pool(state.pool, base=state.settings.base_url)
+    """Scheduled: keep profiles current (one drain per worker, with those after writes)."""
+    await drain_soon(state.pool, state.settings.base_url)

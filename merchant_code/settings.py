@@ -47,16 +47,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pool_min: Annotated[int, msgspec.Meta(ge=0, le=100)] = 1
     # connections of each worker process for requests (one per request at most)
     pool_max: Count = 10
-    # anonymous scans (and /readyz) have a pool of their own, so a burst of writes or searches
-    # that holds every request connection does not make a citizen's scan wait
+    # scans (and /readyz) have a pool of their own, so a burst of writes or searches that holds
+    # every request connection does not make a citizen's scan wait
     scan_pool_max: Annotated[int, msgspec.Meta(ge=1, le=64)] = 5
     # a second, small pool per worker for the throttles that must be counted before a request's
-    # work and survive its failure (logins, claims, complaints): never the request pool, whose
-    # connections may all be held by the requests waiting for a throttle
+    # work and survive its failure (logins, password changes, claims, complaints, reopen, Open311):
+    # never the request pool, whose connections may all be held by requests waiting for a throttle
     side_pool_max: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     # background jobs (feed pulls, profile drains, pushes, exports) have a pool of their own,
     # so that however much of it they take, requests still get theirs
-    jobs_pool_max: Annotated[int, msgspec.Meta(ge=2, le=64)] = 4
+    jobs_pool_max: Annotated[int, msgspec.Meta(ge=3, le=64)] = 6
     # feed sources pulled at once by one worker (each holds one connection of the jobs pool)
     feed_concurrency: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
     # seconds a request waits for a pooled connection before it is answered 503 with Retry-After
@@ -107,6 +107,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             ZoneInfo(self.timezone)
         except (ValueError, ZoneInfoNotFoundError):
             raise ValueError(f"{PREFIX}TIMEZONE must name a time zone such as Asia/Shanghai") from None
+        if self.jobs_pool_max < self.feed_concurrency + 2:
+            raise ValueError(
+                f"{PREFIX}JOBS_POOL_MAX must leave two connections beside {PREFIX}FEED_CONCURRENCY"
+                " (for the profile drain and the policy sends)"
+            )
         if self.pool_min > self.pool_max:
             raise ValueError(f"{PREFIX}POOL_MIN cannot be larger than {PREFIX}POOL_MAX")
 

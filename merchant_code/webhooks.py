@@ -66,6 +66,16 @@ def _prefix(principal: auth.Principal) -> str | None:
     return None if principal.role == "admin" else principal.area_path
 
 
+async def check_subscriber(url: str, allow_private: bool) -> None:
+    """A subscriber's URL must lead to a public address unless the service allows private ones.
+    Asked before the request takes its connection: it may wait seconds for DNS."""
+    try:
+        await ssrf.check_stored_url(url, allow_private)
+    except ssrf.Refused as exc:
+        hint = ": a subscriber must be reachable at a public address" if exc.private else ""
+        raise InvalidInput("url", f"{exc}{hint}") from None
+
+
 async def subscribe(
     conn: asyncpg.Connection,
     principal: auth.Principal,
@@ -74,16 +84,10 @@ async def subscribe(
     *,
     allow_private: bool = False,
 ) -> Subscribed:
-    """A manager subscribes an outside system to events inside their area (an admin: anywhere);
-    audited (the secret is not). Its URL must lead to a public address unless the service allows
-    private ones."""
+    """A manager subscribes an outside system (its URL checked by `check_subscriber`) to events
+    inside their area (an admin: anywhere); audited (the secret is not)."""
     from merchant_code import records
 
-    try:
-        await ssrf.check_stored_url(data.url, allow_private)
-    except ssrf.Refused as exc:
-        hint = ": a subscriber must be reachable at a public address" if exc.private else ""
-        raise InvalidInput("url", f"{exc}{hint}") from None
     area_path = None
     if data.area_code is not None:
         area_path = await db.queries.get_area_path(conn, code=data.area_code)

@@ -5,9 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-from litestar import Litestar, get
+from litestar import Litestar, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.testing import AsyncTestClient
 
+from merchant_code import db
+from merchant_code.app import create_app
 from merchant_code.errors import problem_handlers
 
 
@@ -68,3 +72,31 @@ async def test_an_unexpected_error_shows_no_stack_trace() -> None:
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "secret internal detail" not in response.text
     assert "Traceback" not in response.text
+
+
+async def test_a_request_that_asks_its_own_pool_for_a_second_connection_is_refused_at_once(
+    settings: Any,
+) -> None:
+    """Twelve such requests at once would hold every connection of a ten-connection pool while each
+    waits for one more: the pool refuses the second at once, whatever dependencies the handler has
+    (Litestar resolves two or more of them in child tasks)."""
+    @post("/twice", opt={"access": "public"}, status_code=200)
+    async def twice(
+        state: State, conn: NamedDependency[asyncpg.Connection], principal: NamedDependency[Any]
+    ) -> str:
+        async with db.acquire(state.pool) as second:
+            return str(await second.fetchval("SELECT 1"))
+
+    @post("/side", opt={"access": "public"}, status_code=200)
+    async def side(state: State, conn: NamedDependency[asyncpg.Connection]) -> str:
+        async with db.acquire(state.side_pool) as other:  # another pool: allowed
+            return str(await other.fetchval("SELECT 2"))
+
+    app = create_app(settings)
+    app.register(twice)
+    app.register(side)
+    async with AsyncTestClient(app=app) as client:
+        refused = await client.post("/twice")
+        allowed = await client.post("/side")
+    assert refused.status_code == 500 and "Traceback" not in refused.text
+    assert allowed.status_code == 200 and allowed.text == "2"

@@ -1,5 +1,5 @@
 """The only way feeds reach the network: an httpx transport that checks every request (redirects
-included) against the SSRF rule before any connection is made, and retries what is worth
+included) against the SSRF rule, and retries what is worth
 retrying (connection errors, timeouts, 429 and 5xx, honouring Retry-After) with backoff and
 jitter through stamina.
 

@@ -1,7 +1,7 @@
 """One scheduler job per feed source, at the source's interval (coalesced, one at a time, a
 misfire grace as long as the interval). A refresh job adds jobs for sources created since start
-and drops those of sources removed or disabled. The runner's advisory lock makes running the
-same job in every service instance safe: only one of them pulls a source at a time.
+and drops those of sources removed or disabled. The runner's lease on the source makes running
+the same job in every service instance safe: only one of them pulls a source at a time.
 """
 
 from __future__ import annotations
@@ -29,17 +29,25 @@ async def pull(state: Any, name: str) -> None:
     if paused is not None and paused > now:
         log.info("feed %s is paused until %s after %s failures", name, paused, source["failures"])
         return
-    # every worker and instance has this job; the first to start a run within the interval takes it
-    async with db.acquire(state.pool) as conn:
-        last = await db.queries.get_last_feed_run_start(conn, source_id=source["id"])
-    if last is not None and now - last < datetime.timedelta(seconds=source["interval_seconds"] * 0.9):
+    if await _ran_lately(state, source):
         return
     # a bounded number at once, each on one connection of the jobs' pool: forty sources falling
-    # due together wait their turn here, holding nothing
+    # due together wait their turn here, holding nothing; asked again once it is this one's turn,
+    # since another instance may have pulled it meanwhile
     async with state.feed_slots:
+        if await _ran_lately(state, source):
+            return
         result = await runner.run_source(state.pool, name)
     level = logging.INFO if result.status in ("ok", "skipped") else logging.WARNING
     log.log(level, "feed %s: %s %s %s", name, result.status, result.counts, result.error or "")
+
+
+async def _ran_lately(state: Any, source: Any) -> bool:
+    """Every worker and instance has this job; the first to start a run within the interval takes it."""
+    async with db.acquire(state.pool) as conn:
+        last = await db.queries.get_last_feed_run_start(conn, source_id=source["id"])
+    now = datetime.datetime.now(datetime.UTC)
+    return last is not None and now - last < datetime.timedelta(seconds=source["interval_seconds"] * 0.9)
 
 
 async def refresh(state: Any, scheduler: AsyncIOScheduler) -> None:

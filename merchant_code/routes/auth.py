@@ -111,51 +111,46 @@ async def end_session(conn: asyncpg.Connection, principal: auth.Principal, reque
 async def api_password(
     request: Request[Any, Any, Any],
     state: State,
-    conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
     data: JSONBody[PasswordBody],
 ) -> None:
     """Change the password; every other session of the account ends."""
-    await change_password(conn, state, principal, data, access.request_id_of(request))
+    await change_password(state, principal, data, access.request_id_of(request))
 
 
 async def change_password(
-    conn: asyncpg.Connection,
-    state: State,
-    principal: auth.Principal,
-    data: PasswordBody,
-    request_id: str | None,
+    state: State, principal: auth.Principal, data: PasswordBody, request_id: str | None
 ) -> None:
     """Someone holding a stolen session must not be able to guess the password behind it: wrong
-    current passwords are throttled like logins, recorded on a connection of their own."""
+    current passwords are throttled like logins, recorded on a connection of their own. No
+    connection is held while the two hashes are checked and made (argon2 is slow on purpose)."""
     settings = state.settings
     keys = [(f"password:{principal.account_id}", 1)]
     ids = await auth.throttle(
         state.side_pool, keys, settings.throttle_failures, settings.throttle_minutes, settings.acquire_seconds
     )
-    stored = await db.queries.get_password_hash(conn, account_id=principal.account_id)
+    async with db.acquire(state.side_pool, settings.acquire_seconds) as side:
+        stored = await db.queries.get_password_hash(side, account_id=principal.account_id)
     if not await auth.verify_password_off_loop(stored, data.current_password):
         raise InvalidInput("current_password", "the current password is wrong")
-    await auth.forget_attempts(state.side_pool, ids, forget=keys[0][0])
     auth.check_new_password(data.new_password)
     if data.new_password == data.current_password:
         raise InvalidInput("new_password", "the new password must differ from the current one")
-    await db.queries.update_password(
-        conn,
-        account_id=principal.account_id,
-        password_hash=await auth.hash_password_off_loop(data.new_password),
-    )
-    await db.queries.revoke_sessions_of_account(
-        conn, account_id=principal.account_id, keep=principal.session_id
-    )
-    await audit.append(
-        conn,
-        actor=principal.account_id,
-        action="password.change",
-        object_type="account",
-        object_id=principal.login,
-        request_id=request_id,
-    )
+    hashed = await auth.hash_password_off_loop(data.new_password)
+    async with db.acquire(state.pool, settings.acquire_seconds) as conn, conn.transaction():
+        await auth.attempt_succeeded(conn, ids, forget=keys[0][0])
+        await db.queries.update_password(conn, account_id=principal.account_id, password_hash=hashed)
+        await db.queries.revoke_sessions_of_account(
+            conn, account_id=principal.account_id, keep=principal.session_id
+        )
+        await audit.append(
+            conn,
+            actor=principal.account_id,
+            action="password.change",
+            object_type="account",
+            object_id=principal.login,
+            request_id=request_id,
+        )
 
 
 async def me_of(conn: asyncpg.Connection, principal: auth.Principal) -> Me:
@@ -276,16 +271,16 @@ async def me_page(
 async def password_submit(
     request: Request[Any, Any, Any],
     state: State,
-    conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
     data: URLEncodedBody[PasswordForm],
     lang: FromQuery[Literal["zh", "en"] | None] = None,
 ) -> Response[Any]:
     try:
         body = PasswordBody(current_password=data.current_password, new_password=data.new_password)
-        await change_password(conn, state, principal, body, access.request_id_of(request))
+        await change_password(state, principal, body, access.request_id_of(request))
     except (InvalidInput, auth.TooManyAttempts) as exc:
-        me = await me_of(conn, principal)
+        async with db.acquire(state.pool, state.settings.acquire_seconds) as conn:
+            me = await me_of(conn, principal)
         error = exc.field if isinstance(exc, InvalidInput) else "throttled"
         context = {"en": english(request, lang), "me": me, "error": error, "changed": False}
         return Template("me.html.j2", context=context, status_code=exc.status)

@@ -56,7 +56,7 @@ def _matches(shop: asyncpg.Record, hashed: str, phone: str) -> bool:
 
 
 async def claim(
-    pool: asyncpg.Pool,
+    pools: tuple[asyncpg.Pool, asyncpg.Pool],
     *,
     settings: Any,
     key: bytes,
@@ -74,13 +74,17 @@ async def claim(
         if body.password is None:
             raise InvalidInput("password", "choose a password for the new account")
         auth.check_new_password(body.password)
+    pool, side_pool = pools
     keys = auth.attempt_keys("claim", code, client)
-    # hashed before any row is locked: argon2 is slow on purpose
+    # counted first, so a flood of guesses costs no hashing; hashed before any connection is
+    # taken: argon2 is slow on purpose
+    ids = await auth.throttle(
+        side_pool, keys, settings.throttle_failures, settings.throttle_minutes, settings.acquire_seconds
+    )
     password_hash = (
         await auth.hash_password_off_loop(body.password) if principal is None and body.password else None
     )
     async with db.acquire(pool, settings.acquire_seconds) as conn:
-        ids = await auth.begin_attempt(conn, keys, settings.throttle_failures, settings.throttle_minutes)
         shop = await db.queries.get_shop_for_claim(conn, code=code)
         hashed = auth.claim_code_hash(body.claim_code)
         if shop is None or not _matches(shop, hashed, body.phone):
@@ -162,7 +166,7 @@ async def api_claim(
     its token; a logged-in merchant adds the shop to their account. A wrong or used claim code
     and a wrong phone number get the same 401; repeated failures get 429."""
     return await claim(
-        state.pool,
+        (state.pool, state.side_pool),
         settings=state.settings,
         key=state.signing_key,
         body=data,
@@ -214,7 +218,7 @@ async def claim_submit(
             ClaimBody,
         )
         done = await claim(
-            state.pool,
+            (state.pool, state.side_pool),
             settings=state.settings,
             key=state.signing_key,
             body=body,

@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
-from merchant_code import access, auth, webhooks
+from merchant_code import access, auth, db, webhooks
 
 
 @get("/api/v1/manage/webhooks", opt={"access": "manager"}, tags=["webhooks"])
@@ -25,7 +25,6 @@ async def api_list_webhooks(
 @post("/api/v1/manage/webhooks", opt={"access": "manager"}, tags=["webhooks"], status_code=HTTP_201_CREATED)
 async def api_subscribe(
     request: Request[Any, Any, Any],
-    conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
     data: JSONBody[webhooks.SubscriptionIn],
     state: State,
@@ -34,10 +33,12 @@ async def api_subscribe(
     case_opened, case_closed) about the shops of an area (and below), a trade in it, or one
     shop. The answer holds the HMAC secret, once. The URL must lead to a public address
     (loopback, private and link-local ones are refused) unless the service allows private ones."""
-    allow = state.settings.webhooks_allow_private
-    return await webhooks.subscribe(
-        conn, principal, data, access.request_id_of(request), allow_private=allow
-    )
+    settings = state.settings
+    allow = settings.webhooks_allow_private
+    await webhooks.check_subscriber(data.url, allow)  # DNS, so before the connection is taken
+    async with db.acquire(state.pool, settings.acquire_seconds) as conn, conn.transaction():
+        request_id = access.request_id_of(request)
+        return await webhooks.subscribe(conn, principal, data, request_id, allow_private=allow)
 
 
 @delete("/api/v1/manage/webhooks/{name:str}", opt={"access": "manager"}, tags=["webhooks"])
