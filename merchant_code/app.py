@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -238,6 +239,7 @@ def create_app(settings: Settings) -> Litestar:
                 "migrations": migrate.load(),
                 "signing_key": signing_key(settings),
                 "profile_cache": ProfileCache(settings.scan_cache_entries, settings.base_url),
+                "write_slots": asyncio.Semaphore(settings.write_concurrency),
                 "sticker_checker": genuine.Checker(settings.base_url),
                 "flood_gate": (
                     FloodGate(settings.scan_rate, settings.scan_burst) if settings.scan_rate else None

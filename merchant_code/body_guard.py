@@ -17,6 +17,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
+from merchant_code.db import Busy
 from merchant_code.errors import DomainError
 
 # methods whose requests carry no body the service reads: passed on untouched (the scan's path)
@@ -51,7 +52,18 @@ class BodyGuard(ASGIMiddleware):
         body = await read_body(scope, receive, limit, settings.body_seconds, settings.body_min_rate)
         if body is None:
             return  # the client went away before its body was complete: nobody to answer
-        await next_app(scope, _replay(body, receive), send)
+        # a bounded number of writes at once per worker: two hundred sent together would each be
+        # a task ready to run, and a scan would wait its turn behind all of them
+        slots: asyncio.Semaphore = scope["litestar_app"].state.write_slots
+        try:
+            async with asyncio.timeout(settings.acquire_seconds):
+                await slots.acquire()
+        except TimeoutError:
+            raise Busy("too many writes at once; try again in a moment", retry_after=1) from None
+        try:
+            await next_app(scope, _replay(body, receive), send)
+        finally:
+            slots.release()
 
 
 async def read_body(

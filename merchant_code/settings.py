@@ -59,6 +59,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     jobs_pool_max: Annotated[int, msgspec.Meta(ge=3, le=64)] = 6
     # feed sources pulled at once by one worker (each holds one connection of the jobs pool)
     feed_concurrency: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
+    # requests with a body (writes) one worker handles at once; more wait up to acquire_seconds,
+    # then 503: the rest of POOL_MAX is left to reads, and the scans' event loop stays short
+    write_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 6
     # seconds a request waits for a pooled connection before it is answered 503 with Retry-After
     acquire_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
     # a request body must arrive within body_seconds plus one second per body_min_rate bytes
