@@ -26,7 +26,7 @@ import msgspec
 
 from merchant_code import audit, db
 from merchant_code.codes import CROCKFORD
-from merchant_code.errors import DomainError, InvalidInput, Unauthorized
+from merchant_code.errors import Busy, DomainError, InvalidInput, Unauthorized
 from merchant_code.settings import Settings
 
 Role = Literal["merchant", "inspector", "manager", "admin"]
@@ -165,7 +165,7 @@ class _Hashing:
 
     async def run(self, work: Callable[[], T]) -> T:
         if self.waiting >= self.MAX_WAITING:
-            raise db.Busy("too many logins at once; try again in a moment", retry_after=1)
+            raise Busy("too many logins at once; try again in a moment", retry_after=1)
         self.waiting += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool(), work)

@@ -17,23 +17,10 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
-from merchant_code.db import Busy
-from merchant_code.errors import DomainError
+from merchant_code.errors import BodyTooLarge, Busy, RequestTimeout
 
 # methods whose requests carry no body the service reads: passed on untouched (the scan's path)
 NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-class RequestTimeout(DomainError):
-    status = 408
-    slug = "request-timeout"
-    title = "Request timeout"
-
-
-class TooLarge(DomainError):
-    status = 413
-    slug = "too-large"
-    title = "Request body too large"
 
 
 class BodyGuard(ASGIMiddleware):
@@ -71,7 +58,7 @@ async def read_body(
 ) -> bytes | None:
     declared = _content_length(scope)
     if limit is not None and declared is not None and declared > limit:
-        raise TooLarge(f"the body may be at most {limit} bytes; this one says it has {declared}")
+        raise BodyTooLarge(f"the body may be at most {limit} bytes; this one says it has {declared}")
     loop = asyncio.get_running_loop()
     start = loop.time()
     chunks: list[bytes] = []
@@ -93,7 +80,7 @@ async def read_body(
         chunk = message.get("body", b"")
         received += len(chunk)
         if limit is not None and received > limit:
-            raise TooLarge(f"the body may be at most {limit} bytes")
+            raise BodyTooLarge(f"the body may be at most {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -15,7 +15,7 @@ import asyncpg
 import msgspec
 from litestar.datastructures import State
 
-from merchant_code.errors import StartupError, Unavailable
+from merchant_code.errors import Busy, StartupError
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
@@ -145,12 +145,6 @@ _held: contextvars.ContextVar[set[int] | None] = contextvars.ContextVar("held_po
 def start_request() -> None:
     """Called by the identity middleware at the start of every HTTP request."""
     _held.set(set())
-
-
-class Busy(Unavailable):
-    """No pooled connection came free in time: the answer is 503 with Retry-After, never a hang."""
-
-    slug = "busy"
 
 
 class _Acquire:

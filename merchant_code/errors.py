@@ -90,6 +90,27 @@ class Unavailable(DomainError):
     title = "Service unavailable"
 
 
+class Busy(Unavailable):
+    """No connection, hashing slot or write slot came free in time: 503 with Retry-After, never a
+    hang."""
+
+    slug = "busy"
+
+
+class RequestTimeout(DomainError):
+    """The request body did not arrive within its deadline."""
+
+    status = 408
+    slug = "request-timeout"
+    title = "Request timeout"
+
+
+class BodyTooLarge(DomainError):
+    status = 413
+    slug = "too-large"
+    title = "Request body too large"
+
+
 class StartupError(Exception):
     """The service cannot start; the message is one line a person can act on."""
 

@@ -503,7 +503,7 @@ async def test_password_hashes_queue_on_one_low_priority_thread_and_past_the_que
     import os
     import threading
 
-    from merchant_code import db
+    from merchant_code.errors import Busy
 
     release = threading.Event()
     niceness: list[int] = []
@@ -521,7 +521,7 @@ async def test_password_hashes_queue_on_one_low_priority_thread_and_past_the_que
         return hashing.waiting == 3
 
     await wait_until(queued, 30, "three hashes waiting their turn")
-    with pytest.raises(db.Busy) as refused:  # the queue is full: answered now, not after the others
+    with pytest.raises(Busy) as refused:  # the queue is full: answered now, not after the others
         await hashing.run(slow)
     assert refused.value.status == 503 and refused.value.extra["retry_after"] == 1
     release.set()

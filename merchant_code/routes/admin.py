@@ -12,7 +12,8 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from merchant_code import auth, db
-from merchant_code.routes.params import BIGINT_MAX, PageSize
+from merchant_code.decoding import BIGINT_MAX
+from merchant_code.routes.params import PageSize
 
 
 class AccountItem(msgspec.Struct, frozen=True):

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from litestar.params import PathParameter, QueryParameter
 
+from merchant_code.decoding import BIGINT_MAX
 from merchant_code.errors import InvalidInput
 
 # every list answers at most 100 items a page; asking for more is a 400 naming `limit`
@@ -13,7 +14,6 @@ PageSize = Annotated[int, QueryParameter(ge=1, le=100, description="items per pa
 
 # ids and cursors are PostgreSQL bigints: past its range a number is a 400 naming the parameter,
 # not an overflow in the driver (a 500)
-BIGINT_MAX = 2**63 - 1
 RowId = Annotated[int, PathParameter(ge=1, le=BIGINT_MAX)]
 Before = Annotated[
     int | None, QueryParameter(ge=1, le=BIGINT_MAX, description="the `next` of the page before")

@@ -24,9 +24,10 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from merchant_code import access, db
 from merchant_code.codes import parse_shop_code
+from merchant_code.decoding import BIGINT_MAX
 from merchant_code.errors import InvalidInput, NotFound
 from merchant_code.routes.exports import download_export, export_status, request_export
-from merchant_code.routes.params import BIGINT_MAX, PageSize, check_coordinates
+from merchant_code.routes.params import PageSize, check_coordinates
 from merchant_code.views import CitizenShop
 
 PUBLIC_RATE = 600  # a minute, per client address and worker process
