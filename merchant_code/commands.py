@@ -546,6 +546,7 @@ async def _feeds(url: str, args: argparse.Namespace) -> None:
                 if args.source
                 else [r["name"] async for r in db.queries.list_feed_sources(conn) if r["enabled"]]
             )
+        failed = []
         for name in names:
             result = await runner.run_source(pool, name, progress=_progress(name))
             print(file=sys.stderr)
@@ -556,8 +557,13 @@ async def _feeds(url: str, args: argparse.Namespace) -> None:
                 f" + unchanged {c.unchanged} + quarantined {c.quarantined}"
                 + (f"; {result.error}" if result.error else "")
             )
+            if result.status == "failed":
+                failed.append(name)
     finally:
         await pool.close()
+    if failed:  # cron, or a CI job, must notice: exit 1 (2 stays for bad arguments)
+        print(f"merchant-code: error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _progress(name: str) -> Any:

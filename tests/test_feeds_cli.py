@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,3 +114,18 @@ async def test_a_source_can_be_disabled_enabled_and_removed_and_each_is_audited(
     assert actions[-3:] == ["feed.disable", "feed.enable", "feed.remove"]
     unknown = await asyncio.to_thread(_cli, db_url, "feeds", "disable", "nothing-here")
     assert unknown.returncode == 1 and "nothing-here" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+async def test_a_failed_run_exits_1_so_cron_notices(db_url: str, conn: asyncpg.Connection) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    added = await asyncio.to_thread(
+        _cli, db_url, "feeds", "add", "gone", "--kind", "licence_registry",
+        "--url", f"http://127.0.0.1:{port}/licences", "--allow-private",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    ran = await asyncio.to_thread(_cli, db_url, "feeds", "run", "gone")
+    assert ran.returncode == 1, (ran.stdout, ran.stderr)
+    assert "gone: failed" in ran.stdout and "1 run(s) failed: gone" in ran.stderr
+    assert "Traceback" not in ran.stderr

@@ -105,7 +105,7 @@ async def test_a_1_gib_bomb_served_over_loopback_fails_the_cli_run_naming_the_li
     with serving(bomb(), headers) as url:
         await lives_source(conn, url)
         code, out, peak = await asyncio.to_thread(run_cli_measured, db_url, "feeds", "run", "bomb")
-    assert code == 0 and "bomb: failed" in out and "TooLarge: " in out and limit in out, out
+    assert code == 1 and "bomb: failed" in out and "TooLarge: " in out and limit in out, out
     assert peak < 300 * MiB, f"peak RSS {peak / MiB:.0f} MB"
     run = await conn.fetchrow("SELECT status, error FROM feed_run")
     assert run is not None and run["status"] == "failed" and limit in run["error"]
