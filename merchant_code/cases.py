@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
@@ -30,6 +31,7 @@ import msgspec
 from merchant_code import audit, auth, db
 from merchant_code.errors import Conflict, Forbidden, InvalidInput, NotFound
 from merchant_code.records import new_tracking_number
+from merchant_code.settings import DEFAULT_TIMEZONE
 
 DUPLICATE_DAYS = 14
 REOPEN_DAYS = 14
@@ -44,6 +46,9 @@ Source = Literal["complaint", "inspection", "feed_signal", "expiry", "manual"]
 Status = Literal["open", "assigned", "in_progress", "resolved", "closed"]
 Action = Literal["assign", "start", "resolve", "close", "reopen", "note"]
 OPEN_STATES = ("open", "assigned", "in_progress")
+
+# a date becomes a deadline in the regulator's zone (MERCHANT_CODE_TIMEZONE; this is its default)
+DEFAULT_ZONE = ZoneInfo(DEFAULT_TIMEZONE)
 
 
 class Reporter(msgspec.Struct, frozen=True):
@@ -362,10 +367,13 @@ async def escalate(conn: asyncpg.Connection, now: datetime.datetime | None = Non
 # -------------------------------------------------------------------------------------- intake
 
 
-async def intake(conn: asyncpg.Connection, today: datetime.date) -> int:
+async def intake(
+    conn: asyncpg.Connection, today: datetime.date, zone: datetime.tzinfo | None = None
+) -> int:
     """Open (or join) a case for every new signal: inspections with result rectify or fail,
     licences that expired, reviews and news items with food-safety words, falling reviews.
-    Each signal is taken once. Returns how many were taken."""
+    Each signal is taken once. Returns how many were taken. A rectification deadline (a date)
+    falls due at 23:59 of that day in the regulator's zone (default: the settings' default)."""
     from merchant_code import webhooks
 
     taken = 0
@@ -373,7 +381,7 @@ async def intake(conn: asyncpg.Connection, today: datetime.date) -> int:
     async for i in db.queries.list_inspection_signals(conn, since=since, limit=SIGNAL_BATCH):
         due = None
         if i["rectify_due"] is not None:
-            due = datetime.datetime.combine(i["rectify_due"], datetime.time(23, 59), datetime.UTC)
+            due = datetime.datetime.combine(i["rectify_due"], datetime.time(23, 59), zone or DEFAULT_ZONE)
         await open_case(
             conn,
             shop_id=i["shop_id"],
@@ -433,10 +441,9 @@ async def intake(conn: asyncpg.Connection, today: datetime.date) -> int:
 
 async def intake_job(state: Any) -> None:
     """Scheduled: new signals become cases, and overdue cases are escalated."""
-    from zoneinfo import ZoneInfo
-
+    zone = ZoneInfo(state.settings.timezone)
     async with db.acquire(state.pool) as conn:
-        await intake(conn, datetime.datetime.now(ZoneInfo(state.settings.timezone)).date())
+        await intake(conn, datetime.datetime.now(zone).date(), zone)
         await escalate(conn)
 
 

@@ -19,6 +19,7 @@ PREFIX = "MERCHANT_CODE_"
 # read by the test suite or dev.py, not by the service
 NOT_SETTINGS = frozenset({"TEST_DATABASE_URL", "CHROMIUM", "FUZZ_EXAMPLES", "HTTP_FUZZ_EXAMPLES"})
 
+DEFAULT_TIMEZONE = "Asia/Shanghai"
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Count = Annotated[int, msgspec.Meta(ge=1, le=512)]
 
@@ -88,7 +89,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scan_rate: Annotated[float, msgspec.Meta(ge=0)] = 20.0
     scan_burst: Annotated[int, msgspec.Meta(ge=1)] = 120
     # the regulator's time zone: cron recurrences of policies and the day reminders are sent for
-    timezone: str = "Asia/Shanghai"
+    timezone: str = DEFAULT_TIMEZONE
     # webhook subscribers may be at private or loopback addresses (systems inside the regulator's
     # own network); by default a subscription's URL must lead to a public address
     webhooks_allow_private: bool = False

@@ -270,3 +270,24 @@ async def test_the_reporter_reopens_within_the_window(conn: asyncpg.Connection) 
         await cases.transition(
             conn, None, opened.case_number, cases.TransitionIn(action="reopen", note="x"), now=later
         )
+
+
+async def test_a_rectification_deadline_falls_due_at_the_end_of_that_day_in_the_regulators_zone(
+    conn: asyncpg.Connection,
+) -> None:
+    """A deadline of 10 December is 23:59 in Shanghai (15:59 UTC), not 23:59 UTC: eight hours
+    later would let a shop that missed it look on time all evening."""
+    from zoneinfo import ZoneInfo
+
+    shops = await district(conn)
+    today = datetime.date(2026, 12, 4)
+    await conn.execute(
+        "INSERT INTO inspection (shop_id, source, external_id, inspected_on, result, rectify_due)"
+        " VALUES ($1, 'test', 'tz1', $2, 'rectify', $3)",
+        shops["noodles"],
+        datetime.date(2026, 12, 1),
+        datetime.date(2026, 12, 10),
+    )
+    await cases.intake(conn, today, ZoneInfo("Asia/Shanghai"))
+    due = await conn.fetchval("SELECT sla_due_at FROM case_file WHERE source = 'inspection'")
+    assert due == datetime.datetime(2026, 12, 10, 15, 59, tzinfo=datetime.UTC)
