@@ -141,7 +141,7 @@ class PolicyListItem(msgspec.Struct, frozen=True):
 
 
 class InboxItem(msgspec.Struct, frozen=True):
-    id: int
+    id: str  # the delivery's public id, never its row id
     policy_id: str
     kind: str
     scope: Literal["trade", "shop"]
@@ -158,7 +158,7 @@ class InboxItem(msgspec.Struct, frozen=True):
 class Inbox(msgspec.Struct, frozen=True):
     unread: int
     items: list[InboxItem]
-    next: int | None
+    next: str | None  # the last item's id: `before` for the next page
 
 
 _MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
@@ -725,6 +725,14 @@ def _shops(principal: auth.Principal, shop_ids: Iterable[int] | None) -> list[in
     return list(principal.shop_ids if shop_ids is None else set(shop_ids) & set(principal.shop_ids))
 
 
+def _is_public_id(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 async def inbox(
     conn: asyncpg.Connection,
     principal: auth.Principal,
@@ -732,10 +740,12 @@ async def inbox(
     scope: Literal["trade", "shop"] | None = None,
     unread_only: bool = False,
     limit: int = 50,
-    before: int | None = None,
+    before: str | None = None,
     shop_ids: Iterable[int] | None = None,
     en: bool = False,
 ) -> Inbox:
+    if before is not None and not _is_public_id(before):
+        raise InvalidInput("before", "give the `next` of the page before")
     shops = _shops(principal, shop_ids)
     rows = [
         r
@@ -749,11 +759,14 @@ async def inbox(
 
 
 async def read_item(
-    conn: asyncpg.Connection, principal: auth.Principal, item_id: int, en: bool = False
+    conn: asyncpg.Connection, principal: auth.Principal, item_id: str, en: bool = False
 ) -> InboxItem:
-    """Open one inbox item; the first opening records the read receipt."""
+    """Open one inbox item by its public id; the first opening records the read receipt. Anything
+    else (another shop's item, an old row number) is the same 404 as an id that does not exist."""
+    if not _is_public_id(item_id):
+        raise NotFound("no such message")
     row = await db.queries.read_inbox_item(
-        conn, id=item_id, shop_ids=list(principal.shop_ids), account_id=principal.account_id
+        conn, public_id=item_id, shop_ids=list(principal.shop_ids), account_id=principal.account_id
     )
     if row is None:
         raise NotFound("no such message")

@@ -219,12 +219,12 @@ MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
         get("/api/v1/merchant/inbox"),
         _expect(401, 200, 200, 403, 403, 403, 403),
     ),
-    ("GET", "/api/v1/merchant/inbox/{item_id:int}"): (
+    ("GET", "/api/v1/merchant/inbox/{item_id:str}"): (
         get("/api/v1/merchant/inbox/{m}"),
         _expect(401, 200, 404, 403, 403, 403, 403),
     ),
     ("GET", "/inbox"): (get("/inbox"), _expect(303, 200, 200, 403, 403, 403, 403)),
-    ("GET", "/inbox/{item_id:int}"): (get("/inbox/{m}"), _expect(303, 200, 404, 403, 403, 403, 403)),
+    ("GET", "/inbox/{item_id:str}"): (get("/inbox/{m}"), _expect(303, 200, 404, 403, 403, 403, 403)),
     ("GET", "/manage/policies"): (get("/manage/policies"), _expect(303, 403, 403, 403, 403, 200, 200)),
     ("POST", "/manage/policies"): (
         send("POST", "/manage/policies", form={"title": ""}),

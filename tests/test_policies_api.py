@@ -4,6 +4,7 @@ inbox with its read receipts moving the reach counts."""
 from __future__ import annotations
 
 import datetime
+import uuid
 from typing import Any
 
 import asyncpg
@@ -132,3 +133,44 @@ async def test_inbox_filters_trade_wide_and_shop_specific(
     assert [i["kind"] for i in shop] == ["reminder"] and "JY1" in shop[0]["body_html"]
     assert "7 days" in shop[0]["title"]
     assert [i["title"] for i in trade] == ["夏季食品安全"]
+
+
+async def test_inbox_items_and_pages_are_named_by_public_ids_and_row_numbers_open_nothing(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    world = await w.build(conn, client)
+    await conn.execute(
+        "INSERT INTO delivery (policy_id, shop_id, occurrence, status, delivered_at)"
+        " SELECT p.id, $1, now() - make_interval(hours => n), 'delivered', now() - make_interval(hours => n)"
+        " FROM policy p, generate_series(1, 2) n WHERE p.public_id = $2::uuid",
+        world.shop_a_id,
+        world.policy,
+    )
+    merchant = world.headers("merchant_a")
+    pages, before = [], ""
+    while True:
+        page = (await client.get(f"/api/v1/merchant/inbox?limit=2{before}", headers=merchant)).json()
+        pages.append([i["id"] for i in page["items"]])
+        if page["next"] is None:
+            break
+        before = f"&before={page['next']}"
+    assert [len(p) for p in pages] == [2, 1]
+    ids = [i for p in pages for i in p]
+    assert world.inbox_a in ids and len(set(ids)) == 3
+    assert not any(i.isdigit() for i in ids)
+    # the row numbers behind them (and their neighbours) open nothing, the same 404 as a made-up id
+    rows = await conn.fetch("SELECT id FROM delivery WHERE shop_id = $1 ORDER BY id", world.shop_a_id)
+    numbers = {r["id"] for r in rows} | {rows[0]["id"] - 1, rows[-1]["id"] + 1}
+    for number in numbers:
+        for path in (f"/api/v1/merchant/inbox/{number}", f"/inbox/{number}"):
+            answer = await client.get(path, headers=merchant, follow_redirects=False)
+            assert answer.status_code == 404, (path, answer.status_code)
+    made_up = await client.get(f"/api/v1/merchant/inbox/{uuid.uuid4()}", headers=merchant)
+    assert made_up.status_code == 404
+    row_number = await client.get(f"/api/v1/merchant/inbox/{rows[0]['id']}", headers=merchant)
+    assert made_up.json()["detail"] == row_number.json()["detail"]
+    # another shop's item is not theirs either; a cursor that is no public id is a 400 naming it
+    other = await client.get(f"/api/v1/merchant/inbox/{world.inbox_a}", headers=world.headers("merchant_b"))
+    assert other.status_code == 404
+    bad = await client.get("/api/v1/merchant/inbox?before=761", headers=merchant)
+    assert bad.status_code == 400 and [e["field"] for e in bad.json()["errors"]] == ["before"]

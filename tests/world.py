@@ -40,7 +40,7 @@ class World(msgspec.Struct):
     complaint_a: str  # the reporter's tracking number of a complaint about shop A
     case_a: str  # that complaint's case: its own number, as staff and the shop see it
     policy: str  # public id of a policy sent to subdistrict 001's catering shops (shop A)
-    inbox_a: int  # its delivery to shop A's inbox
+    inbox_a: str  # the public id of its delivery to shop A's inbox
 
     def fill(self, path: str) -> str:
         return path.format(
@@ -128,7 +128,7 @@ async def build(conn: asyncpg.Connection, client: AsyncTestClient[Any]) -> World
     )
     inbox_a = await conn.fetchval(
         "INSERT INTO delivery (policy_id, shop_id, occurrence, status, delivered_at)"
-        " VALUES ($1, $2, now(), 'delivered', now()) RETURNING id",
+        " VALUES ($1, $2, now(), 'delivered', now()) RETURNING public_id::text",
         policy,
         shop_a,
     )

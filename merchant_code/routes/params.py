@@ -19,6 +19,12 @@ Before = Annotated[
     int | None, QueryParameter(ge=1, le=BIGINT_MAX, description="the `next` of the page before")
 ]
 
+# a cursor that is a row's public id (a UUID): anything else is a 400 naming the parameter
+UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+PublicBefore = Annotated[
+    str | None, QueryParameter(pattern=UUID_PATTERN, description="the `next` of the page before")
+]
+
 # a coordinate nearer 0 than this (about a centimetre) but not 0 is refused: PostgreSQL's
 # trigonometry underflows on it (radians(-5e-324); a shop at 0 less 1e-200, squared), and no
 # phone reports a position that precise

@@ -22,7 +22,7 @@ from litestar.status_codes import HTTP_201_CREATED
 from merchant_code import access, auth, db, forms, policies
 from merchant_code.errors import DomainError, InvalidInput
 from merchant_code.routes.auth import english
-from merchant_code.routes.params import Before, PageSize, RowId
+from merchant_code.routes.params import PageSize, PublicBefore
 
 Lang = FromQuery[Literal["zh", "en"] | None]
 # `scope` is a reserved name for handler arguments; the query parameter keeps it
@@ -178,7 +178,7 @@ async def api_inbox(
     show: Scope = None,
     unread: FromQuery[bool] = False,
     limit: PageSize = 50,
-    before: Before = None,
+    before: PublicBefore = None,
     lang: Lang = None,
 ) -> policies.Inbox:
     """What was delivered to the caller's shops, newest first, with the unread count. `scope`:
@@ -189,11 +189,11 @@ async def api_inbox(
     )
 
 
-@get("/api/v1/merchant/inbox/{item_id:int}", opt={"access": "merchant"}, tags=["merchant"])
+@get("/api/v1/merchant/inbox/{item_id:str}", opt={"access": "merchant"}, tags=["merchant"])
 async def api_inbox_item(
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
-    item_id: RowId,
+    item_id: FromPath[str],
     lang: Lang = None,
 ) -> policies.InboxItem:
     """Open one message; the first opening is recorded as the read receipt."""
@@ -207,7 +207,7 @@ async def inbox_page(
     principal: NamedDependency[auth.Principal],
     show: Scope = None,
     unread: FromQuery[bool] = False,
-    before: Before = None,
+    before: PublicBefore = None,
     lang: Lang = None,
 ) -> Template:
     en = english(request, lang)
@@ -216,12 +216,12 @@ async def inbox_page(
     return Template("inbox.html.j2", context=context)
 
 
-@get("/inbox/{item_id:int}", opt={"access": "merchant"}, tags=["pages"], include_in_schema=False)
+@get("/inbox/{item_id:str}", opt={"access": "merchant"}, tags=["pages"], include_in_schema=False)
 async def inbox_item_page(
     request: Request[Any, Any, Any],
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
-    item_id: RowId,
+    item_id: FromPath[str],
     lang: Lang = None,
 ) -> Template:
     en = english(request, lang)

@@ -183,7 +183,9 @@ SELECT count(*) FROM ins;
 -- name: list_inbox(shop_ids, scope, unread_only, limit, before)
 -- A merchant's inbox: what was delivered to their shops. "shop" scope is what concerns one shop
 -- in particular (reminders, policies narrowed by a filter); "trade" is what went to a whole trade.
-SELECT d.id, p.public_id::text AS policy_id, p.title, p.body_md, p.links, p.kind, p.reminder, d.detail,
+-- `before` is the public id of the last item of the page before (one of the caller's own; another
+-- id, or none that exists, pages from nothing: an empty page).
+SELECT d.public_id::text AS id, p.public_id::text AS policy_id, p.title, p.body_md, p.links, p.kind, p.reminder, d.detail,
        s.code AS shop_code, s.name AS shop_name, d.delivered_at, d.read_at,
        CASE WHEN p.kind = 'reminder' OR p.filters <> '{}' THEN 'shop' ELSE 'trade' END AS scope,
        (SELECT public_id::text FROM policy c WHERE c.id = p.corrects_policy_id) AS corrects
@@ -191,7 +193,9 @@ FROM delivery d JOIN policy p ON p.id = d.policy_id JOIN shop s ON s.id = d.shop
 WHERE d.shop_id = ANY(:shop_ids::bigint[]) AND d.channel = 'inbox' AND d.status = 'delivered'
   AND (:scope::text IS NULL OR :scope = CASE WHEN p.kind = 'reminder' OR p.filters <> '{}' THEN 'shop' ELSE 'trade' END)
   AND (NOT :unread_only OR d.read_at IS NULL)
-  AND (:before::bigint IS NULL OR d.id < :before)
+  AND (:before::uuid IS NULL OR d.id < (SELECT b.id FROM delivery b
+                                         WHERE b.public_id = :before::uuid AND b.channel = 'inbox'
+                                           AND b.shop_id = ANY(:shop_ids::bigint[])))
 ORDER BY d.id DESC
 LIMIT :limit;
 
@@ -199,20 +203,21 @@ LIMIT :limit;
 SELECT count(*) FROM delivery
 WHERE shop_id = ANY(:shop_ids::bigint[]) AND channel = 'inbox' AND status = 'delivered' AND read_at IS NULL;
 
--- name: read_inbox_item(id, shop_ids, account_id)^
--- Open one item: the first opening is the read receipt.
+-- name: read_inbox_item(public_id, shop_ids, account_id)^
+-- Open one item (by its public id): the first opening is the read receipt.
 WITH hit AS (
     UPDATE delivery SET read_at = now(), read_by_account_id = :account_id
-    WHERE id = :id AND shop_id = ANY(:shop_ids::bigint[]) AND channel = 'inbox' AND status = 'delivered'
+    WHERE public_id = :public_id::uuid AND shop_id = ANY(:shop_ids::bigint[]) AND channel = 'inbox' AND status = 'delivered'
       AND read_at IS NULL
     RETURNING id
 )
-SELECT d.id, p.public_id::text AS policy_id, p.title, p.body_md, p.links, p.kind, p.reminder, d.detail,
+SELECT d.public_id::text AS id, p.public_id::text AS policy_id, p.title, p.body_md, p.links, p.kind, p.reminder, d.detail,
        s.code AS shop_code, s.name AS shop_name, d.delivered_at, coalesce(d.read_at, now()) AS read_at,
        CASE WHEN p.kind = 'reminder' OR p.filters <> '{}' THEN 'shop' ELSE 'trade' END AS scope,
        (SELECT public_id::text FROM policy c WHERE c.id = p.corrects_policy_id) AS corrects
 FROM delivery d JOIN policy p ON p.id = d.policy_id JOIN shop s ON s.id = d.shop_id
-WHERE d.id = :id AND d.shop_id = ANY(:shop_ids::bigint[]) AND d.channel = 'inbox' AND d.status = 'delivered';
+WHERE d.public_id = :public_id::uuid AND d.shop_id = ANY(:shop_ids::bigint[]) AND d.channel = 'inbox'
+  AND d.status = 'delivered';
 
 -- name: policy_reach(policy_id)^
 SELECT count(DISTINCT shop_id) FILTER (WHERE channel = 'inbox') AS targeted,
