@@ -263,8 +263,8 @@ MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
     ),
     ("GET", "/api/v1/manage/routes"): (get("/api/v1/manage/routes"), MANAGERS),
     ("PUT", "/api/v1/manage/routes"): (send("PUT", "/api/v1/manage/routes", json_body={}), MANAGERS_400),
-    ("DELETE", "/api/v1/manage/routes/{route_id:int}"): (
-        send("DELETE", "/api/v1/manage/routes/999999"),
+    ("DELETE", "/api/v1/manage/routes/{route_id:str}"): (
+        send("DELETE", "/api/v1/manage/routes/00000000-0000-4000-8000-000000000000"),
         _expect(401, 403, 403, 403, 403, 404, 404),
     ),
     ("GET", "/cases"): (get("/cases"), _expect(303, 403, 403, 200, 200, 200, 200)),

@@ -136,7 +136,7 @@ AUDITED_ROUTES: dict[tuple[str, str], tuple[Step, str]] = {
         api("PUT", "/api/v1/manage/routes", json=ROUTE, keep="route_id"),
         "route.set",
     ),
-    ("DELETE", "/api/v1/manage/routes/{route_id:int}"): (
+    ("DELETE", "/api/v1/manage/routes/{route_id:str}"): (
         api("DELETE", "/api/v1/manage/routes/{route_id}"),
         "route.delete",
     ),

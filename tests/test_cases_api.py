@@ -170,8 +170,17 @@ async def test_managers_edit_the_routing_table_inside_their_area(
         "/api/v1/manage/routes", json={"area_code": "310199001", "department": "nope"}, headers=manager
     )
     assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "department"
+    # a row is named by its public id: its row number deletes nothing (the same 404 as no row)
+    row = await conn.fetchval("SELECT id FROM case_route WHERE public_id = $1::uuid", changed.json()["id"])
+    for number in (row, row - 1, row + 1):
+        by_number = await client.delete(f"/api/v1/manage/routes/{number}", headers=manager)
+        assert by_number.status_code == 404
+    assert await conn.fetchval("SELECT count(*) FROM case_route WHERE id = $1", row) == 1
     deleted = await client.delete(f"/api/v1/manage/routes/{changed.json()['id']}", headers=manager)
     assert deleted.status_code == 204
+    listed = (await client.get("/api/v1/manage/routes", headers=manager)).json()
+    assert listed and not any(str(r["id"]).isdigit() for r in listed)
+    assert changed.json()["id"] not in {r["id"] for r in listed}
 
 
 async def test_tracking_numbers_are_the_reporters_alone_and_the_case_has_its_own(

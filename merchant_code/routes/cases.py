@@ -8,6 +8,7 @@ in open311.py.
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -24,7 +25,7 @@ from merchant_code.bodies import body_of
 from merchant_code.errors import DomainError, InvalidInput, NotFound
 from merchant_code.profile_cache import full_profile
 from merchant_code.routes.auth import english
-from merchant_code.routes.params import Before, PageSize, RowId
+from merchant_code.routes.params import UUID_PATTERN, Before, PageSize
 
 Lang = FromQuery[Literal["zh", "en"] | None]
 CaseStatus = Literal["open", "assigned", "in_progress", "resolved", "closed"]
@@ -204,7 +205,7 @@ async def api_merchant_reply(
 
 
 class Route(msgspec.Struct, frozen=True):
-    id: int
+    id: str  # the row's public id (DELETE takes it)
     area_code: str | None
     trade: str | None
     category: str | None
@@ -272,7 +273,7 @@ async def api_set_route(
         actor=principal.account_id,
         action="route.set",
         object_type="route",
-        object_id=str(route_id),
+        object_id=route_id,
         request_id=access.request_id_of(request),
         detail=msgspec.structs.asdict(data),
     )
@@ -280,18 +281,19 @@ async def api_set_route(
     return next(r for r in rows if r.id == route_id)
 
 
-@delete("/api/v1/manage/routes/{route_id:int}", opt={"access": "manager"}, tags=["cases"])
+@delete("/api/v1/manage/routes/{route_id:str}", opt={"access": "manager"}, tags=["cases"])
 async def api_delete_route(
     request: Request[Any, Any, Any],
     conn: NamedDependency[asyncpg.Connection],
     principal: NamedDependency[auth.Principal],
-    route_id: RowId,
+    route_id: FromPath[str],
 ) -> None:
     """Remove a row of the caller's area (jurisdiction-wide rows stay: they are the fallback)."""
-    if not await db.queries.delete_route(conn, id=route_id, prefix=_prefix(principal)):
+    known = re.fullmatch(UUID_PATTERN, route_id) is not None
+    if not known or not await db.queries.delete_route(conn, public_id=route_id, prefix=_prefix(principal)):
         raise NotFound("no such route in your area")
     await audit.append(conn, actor=principal.account_id, action="route.delete", object_type="route",
-                       object_id=str(route_id), request_id=access.request_id_of(request))  # fmt: skip
+                       object_id=route_id, request_id=access.request_id_of(request))  # fmt: skip
 
 
 # --- pages -------------------------------------------------------------------------------------

@@ -7,3 +7,6 @@
 -- The volatile default gives every existing row its own value as the column is added.
 ALTER TABLE delivery ADD COLUMN public_id uuid NOT NULL DEFAULT gen_random_uuid();
 CREATE UNIQUE INDEX delivery_public_id_idx ON delivery (public_id) WHERE channel = 'inbox';
+
+-- A row of the case routing table (deleted by this id).
+ALTER TABLE case_route ADD COLUMN public_id uuid NOT NULL UNIQUE DEFAULT gen_random_uuid();

@@ -176,7 +176,7 @@ WHERE r.reason ->> 'code' = 'reviews_falling'
 LIMIT :limit;
 
 -- name: list_routes(prefix)
-SELECT r.id, a.code AS area_code, r.trade, r.category, r.department, r.updated_at
+SELECT r.public_id::text AS id, a.code AS area_code, r.trade, r.category, r.department, r.updated_at
 FROM case_route r LEFT JOIN area a ON a.id = r.area_id
 WHERE :prefix::text IS NULL OR r.area_id IS NULL OR a.path = :prefix OR a.path LIKE :prefix || '.%'
 ORDER BY a.path NULLS FIRST, r.category NULLS FIRST, r.trade NULLS FIRST;
@@ -186,12 +186,12 @@ INSERT INTO case_route (area_id, trade, category, department, updated_by)
 VALUES (:area_id, :trade, :category, :department, :actor)
 ON CONFLICT (coalesce(area_id, 0), coalesce(trade, ''), coalesce(category, ''))
 DO UPDATE SET department = excluded.department, updated_by = excluded.updated_by, updated_at = now()
-RETURNING id;
+RETURNING public_id::text;
 
--- name: delete_route(id, prefix)$
+-- name: delete_route(public_id, prefix)$
 WITH gone AS (
     DELETE FROM case_route r USING area a
-    WHERE r.id = :id AND a.id = r.area_id AND (:prefix::text IS NULL OR a.path = :prefix OR a.path LIKE :prefix || '.%')
+    WHERE r.public_id = :public_id::uuid AND a.id = r.area_id AND (:prefix::text IS NULL OR a.path = :prefix OR a.path LIKE :prefix || '.%')
     RETURNING 1
 )
 SELECT count(*) FROM gone;
