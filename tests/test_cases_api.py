@@ -239,3 +239,27 @@ async def test_tracking_numbers_are_the_reporters_alone_and_the_case_has_its_own
             headers=inspector,
         )
         assert again.status_code == 200, again.text
+
+
+async def test_staff_page_through_cases_by_case_number_never_by_row_number(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    world = await w.build(conn, client)
+    for text, category in (("价格标签与收费不符", "price"), ("服务态度恶劣", "service")):
+        complaint = {"category": category, "text": text}
+        filed = await client.post(f"/api/v1/shops/{world.shop_a}/complaints", json=complaint)
+        assert filed.status_code == 201, filed.text
+    staff = world.headers("inspector_in")
+    pages, before = [], ""
+    while True:
+        page = (await client.get(f"/api/v1/cases?limit=2{before}", headers=staff)).json()
+        pages.append([c["public_id"] for c in page])
+        if len(page) < 2:
+            break
+        before = f"&before={page[-1]['public_id']}"
+    numbers = [n for p in pages for n in p]
+    assert len(numbers) == len(set(numbers)) == 3 and world.case_a in numbers
+    # a row number is no cursor: a 400 naming `before`, not a page that starts at that row
+    row = await conn.fetchval("SELECT max(id) FROM case_file")
+    refused = await client.get(f"/api/v1/cases?before={row}", headers=staff)
+    assert refused.status_code == 400 and [e["field"] for e in refused.json()["errors"]] == ["before"]

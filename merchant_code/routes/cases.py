@@ -25,11 +25,18 @@ from merchant_code.bodies import body_of
 from merchant_code.errors import DomainError, InvalidInput, NotFound
 from merchant_code.profile_cache import full_profile
 from merchant_code.routes.auth import english
-from merchant_code.routes.params import UUID_PATTERN, Before, PageSize
+from merchant_code.routes.params import UUID_PATTERN, PageSize
 
 Lang = FromQuery[Literal["zh", "en"] | None]
 CaseStatus = Literal["open", "assigned", "in_progress", "resolved", "closed"]
 Filter = Annotated[str | None, QueryParameter(max_length=40)]
+CaseBefore = Annotated[
+    str | None,
+    QueryParameter(
+        pattern=r"^[Cc][Ss]-[0-9A-Za-z-]{1,40}$",
+        description="the `public_id` of the last case of the page before",
+    ),
+]
 
 
 class CaseFilters(msgspec.Struct, frozen=True):
@@ -51,9 +58,10 @@ async def api_list_cases(
     source: FromQuery[cases.Source | None] = None,
     category: Filter = None,
     limit: PageSize = 50,
-    before: Before = None,
+    before: CaseBefore = None,
 ) -> list[cases.CaseSummary]:
-    """Cases of the caller's area (`mine`: assigned to the caller), newest first, filtered."""
+    """Cases of the caller's area (`mine`: assigned to the caller), newest first, filtered; the
+    next page: `before` the last case's `public_id`."""
     return await cases.list_for_staff(
         conn,
         principal,

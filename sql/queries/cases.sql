@@ -93,6 +93,7 @@ ORDER BY e.at, e.id;
 
 -- name: list_cases(prefix, assignee, status, department, overdue, source, category, shop_ids, limit, before)
 -- Cases for a list: the caller's area (NULL: all), narrowed by the filters; newest first.
+-- `before`: the number of the last case of the page before (none that exists: an empty page).
 SELECT c.id, c.public_id, c.source, c.category, c.department, c.status, c.overdue, c.opened_at, c.sla_due_at,
        c.reported_count, s.code AS shop_code, s.name AS shop_name,
        (SELECT login FROM account WHERE id = c.assignee_account_id) AS assignee
@@ -105,7 +106,7 @@ WHERE (:prefix::text IS NULL OR c.area_path = :prefix OR c.area_path LIKE :prefi
   AND (:source::text IS NULL OR c.source = :source)
   AND (:category::text IS NULL OR c.category = :category)
   AND (:shop_ids::bigint[] IS NULL OR c.shop_id = ANY(:shop_ids::bigint[]))
-  AND (:before::bigint IS NULL OR c.id < :before)
+  AND (:before::text IS NULL OR c.id < (SELECT b.id FROM case_file b WHERE b.public_id = upper(:before)))
 ORDER BY c.id DESC
 LIMIT :limit;
 
