@@ -61,6 +61,26 @@ async def test_writes_are_audited_with_actor_and_request_id(
     assert await audit.verify(conn) == (logins + 1, None)
 
 
+async def test_the_admin_pages_through_the_trail_by_chain_hash_never_by_row_number(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    world = await w.build(conn, client)  # its logins are audited
+    admin = world.headers("admin")
+    pages, before = [], ""
+    while True:
+        page = (await client.get(f"/api/v1/audit?limit=3{before}", headers=admin)).json()
+        pages.append([item["id"] for item in page["items"]])
+        if page["next"] is None:
+            break
+        before = f"&before={page['next']}"
+    ids = [i for p in pages for i in p]
+    stored = await conn.fetch("SELECT encode(hash, 'hex') AS h FROM audit_event ORDER BY id DESC")
+    assert ids == [r["h"] for r in stored] and len(ids) >= 7 and len(pages) >= 3
+    row = await conn.fetchval("SELECT max(id) FROM audit_event")
+    refused = await client.get(f"/api/v1/audit?before={row}", headers=admin)
+    assert refused.status_code == 400 and [e["field"] for e in refused.json()["errors"]] == ["before"]
+
+
 async def test_concurrent_writers_keep_one_unbroken_chain(db_url: str) -> None:
     pool = await db.create_pool(db_url, max_size=10)
     try:

@@ -12,7 +12,6 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from merchant_code import auth, db
-from merchant_code.decoding import BIGINT_MAX
 from merchant_code.routes.params import PageSize
 
 
@@ -30,7 +29,7 @@ class AccountPage(msgspec.Struct, frozen=True):
 
 
 class AuditItem(msgspec.Struct, frozen=True):
-    id: int
+    id: str  # the row's chain hash (hex): what `audit verify` and the signed checkpoints hold to
     at: datetime.datetime
     actor: str | None
     action: str
@@ -42,7 +41,7 @@ class AuditItem(msgspec.Struct, frozen=True):
 
 class AuditPage(msgspec.Struct, frozen=True):
     items: list[AuditItem]
-    next: int | None
+    next: str | None
 
 
 @get("/api/v1/accounts", opt={"access": "manager"}, tags=["admin"])
@@ -64,8 +63,11 @@ async def list_accounts(
 async def list_audit(
     conn: NamedDependency[asyncpg.Connection],
     limit: PageSize = 50,
-    before: Annotated[int, QueryParameter(ge=1, le=BIGINT_MAX)] = 2**62,
+    before: Annotated[
+        str | None,
+        QueryParameter(pattern=r"^[0-9A-Fa-f]{64}$", description="the `next` of the page before"),
+    ] = None,
 ) -> AuditPage:
-    """The audit trail, newest first."""
+    """The audit trail, newest first; each row named by its chain hash."""
     items = await db.fetch_all(db.queries.list_audit_events(conn, before=before, limit=limit), AuditItem)
     return AuditPage(items=items, next=items[-1].id if len(items) == limit else None)

@@ -24,10 +24,14 @@ SELECT id, at, actor_account_id, action, object_type, object_id, request_id, det
 FROM audit_event WHERE id > :after ORDER BY id LIMIT :batch;
 
 -- name: list_audit_events(before, limit)
--- Newest first, for the admin's audit page; keyset-paged by id.
-SELECT e.id, e.at, a.login AS actor, e.action, e.object_type, e.object_id, e.request_id, e.detail
+-- Newest first, for the admin's audit page: a row is named by its chain hash (hex), and a page
+-- starts below the row whose hash is `before` (none that exists: an empty page).
+SELECT encode(e.hash, 'hex') AS id, e.at, a.login AS actor, e.action, e.object_type, e.object_id,
+       e.request_id, e.detail
 FROM audit_event e LEFT JOIN account a ON a.id = e.actor_account_id
-WHERE e.id < :before ORDER BY e.id DESC LIMIT :limit;
+WHERE :before::text IS NULL
+   OR e.id < (SELECT min(b.id) FROM audit_event b WHERE b.hash = decode(lower(:before), 'hex'))
+ORDER BY e.id DESC LIMIT :limit;
 
 -- name: get_audit_head()^
 -- the chain's newest row: what a checkpoint signs
