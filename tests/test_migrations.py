@@ -245,3 +245,42 @@ async def test_a_case_number_is_fifty_random_bits(conn: asyncpg.Connection) -> N
     assert len(set(numbers)) == len(numbers)
     symbols = [n.removeprefix("CS-").replace("-", "") for n in numbers]
     assert all(len({s[i] for s in symbols}) == 32 for i in range(10))
+
+
+async def test_existing_inbox_messages_and_routing_rows_get_public_ids(empty_db_url: str) -> None:
+    """0031: every delivery and routing row there before gets a public id of its own, and an
+    existing inbox message opens by it."""
+    from merchant_code import auth, policies
+
+    files = migrate.load()
+    conn = await db.connect(empty_db_url)
+    try:
+        await migrate.migrate(conn, [m for m in files if m.name < "0031"])
+        shop_id, _ = await factories.shop(conn)
+        policy = await conn.fetchval(
+            "INSERT INTO policy (title, body_md, area_ids, status) VALUES ('通知', '内容', '{}', 'sent')"
+            " RETURNING id"
+        )
+        await conn.execute(
+            "INSERT INTO delivery (policy_id, shop_id, occurrence, channel, status, delivered_at)"
+            " SELECT $1, $2, now() - make_interval(days => n), c, 'delivered', now()"
+            " FROM generate_series(1, 3) n, unnest(ARRAY['inbox', 'sms']) c",
+            policy, shop_id,
+        )  # fmt: skip
+        routes = await conn.fetchval("SELECT count(*) FROM case_route")
+
+        await migrate.migrate(conn)
+
+        ids = [r[0] for r in await conn.fetch("SELECT public_id FROM delivery")]
+        assert len(ids) == len(set(ids)) == 6
+        route_ids = [r[0] for r in await conn.fetch("SELECT public_id FROM case_route")]
+        assert len(route_ids) == len(set(route_ids)) == routes > 0
+        account = await factories.account(conn, "owner", "merchant", shop_ids=(shop_id,))
+        merchant = auth.Principal(account_id=account, login="owner", role="merchant", session_id="s",
+                                  shop_ids=(shop_id,))  # fmt: skip
+        box = await policies.inbox(conn, merchant)
+        assert len(box.items) == 3
+        opened = await policies.read_item(conn, merchant, box.items[0].id)
+        assert opened.title == "通知" and opened.read_at is not None
+    finally:
+        await conn.close()
