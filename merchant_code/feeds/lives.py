@@ -312,6 +312,7 @@ _CRITICAL = {
 }
 
 
+@functools.lru_cache(maxsize=4096)  # a feed uses a handful of types on every row
 def _kind(text: str | None) -> _Kind | None:
     words = _words(text) if text else ""
     return next((kind for key, kind in _KINDS if key in words), None) if words else None
@@ -546,11 +547,11 @@ def _violations(
 _KIND_ORDER = {"routine": 0, "licensing": 1, "special": 2, "complaint": 3, "follow_up": 4, None: 5}
 
 
-def _day_order(item: tuple[_Values, InspectionRecord]) -> tuple[int, bool, float, tuple[str, ...]]:
+def _day_order(values: _Values) -> tuple[int, bool, float, tuple[str, ...]]:
     """Same-day inspections in the order a day runs (a routine visit before its follow-up), then
     by score, then by the rest of their values: never by the rows' order."""
-    values, record = item
-    return (_KIND_ORDER[record.kind], record.score is None, -(record.score or 0.0), values.rank()[1])
+    score = _number(values.score, -math.inf, math.inf)
+    return (_KIND_ORDER[_kind(values.type)], score is None, -(score or 0.0), values.rank()[1])
 
 
 def _inspections(
@@ -571,26 +572,24 @@ def _inspections(
             continue
         same_day[key] = same_day.get(key, 0) + 1
         keyed.append((key, row))
-    records: list[InspectionRecord] = []
+    records: list[InspectionRecord | None] = []
     # days with several inspections of one business: their places in `records`, numbered later
     shared: dict[tuple[str, datetime.date], list[tuple[int, _Values]]] = {}
     for key, row in keyed:
         values = _values(row, "")
         if same_day[key] == 1:
             found = violations.pop(key, None)
-            record = _inspection(
-                values, f"{key[0]}|{key[1].isoformat()}|1", key[0], key[1], feed, _found(found)
-            )
+            external_id = f"{key[0]}|{key[1].isoformat()}|1"
+            records.append(_inspection(values, external_id, key[0], key[1], feed, _found(found)))
         else:
             shared.setdefault(key, []).append((len(records), values))
-            record = _inspection(values, "", key[0], key[1], feed)
-        records.append(record)
+            records.append(None)
     for key, places in shared.items():
-        ordered = sorted(((values, records[at]) for at, values in places), key=_day_order)
+        ordered = sorted((values for _, values in places), key=_day_order)
         # violations name only (business_id, date): with several inspections that day they
         # cannot be told apart, so all of them go to the first one of the day
         found = violations.pop(key, None)
-        for n, ((at, _), (values, _)) in enumerate(zip(places, ordered, strict=True), 1):
+        for n, ((at, _), values) in enumerate(zip(places, ordered, strict=True), 1):
             external_id = f"{key[0]}|{key[1].isoformat()}|{n}"
             records[at] = _inspection(
                 values, external_id, key[0], key[1], feed, _found(found) if n == 1 else ()
@@ -599,7 +598,7 @@ def _inspections(
         for item in orphans:
             reason = "violations.csv: no inspection of that business that day"
             rejects.append(Reject(item.raw, reason, key[0]))
-    return records
+    return [r for r in records if r is not None]
 
 
 def _found(found: list[_Found] | None) -> tuple[Violation, ...]:
