@@ -289,11 +289,14 @@ def _business(r: asyncpg.Record, city: str) -> tuple[Any, ...]:
 
 
 def _inspection(r: asyncpg.Record) -> tuple[Any, ...]:
-    return (r["uscc"], r["day"], r["score"], RESULTS[r["result"]], "", KINDS[r["kind"]])
+    # LIVES scores are 0-100: a score on another scale (FHRS points) is left out, and an unknown
+    # result stays empty rather than becoming one
+    score = r["score"] if r["score_scale"] in (None, "lives_0_100") else None
+    return (r["uscc"], r["day"], score, RESULTS.get(r["result"], ""), "", KINDS[r["kind"]])
 
 
 def _violation(r: asyncpg.Record) -> tuple[Any, ...]:
-    return (r["uscc"], r["day"], r["description"], r["code"], "Y" if r["critical"] else "N")
+    return (r["uscc"], r["day"], r["description"], r["code"], {True: "Y", False: "N"}.get(r["critical"], ""))
 
 
 async def _write_lives(

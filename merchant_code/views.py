@@ -33,7 +33,7 @@ class Violation(Struct, frozen=True):
     code: str
     description: str
     description_en: str | None
-    critical: bool
+    critical: bool | None  # None: the feed does not say (never "not critical")
     corrected: bool
 
 
@@ -41,7 +41,7 @@ class Inspection(Struct, frozen=True):
     id: str
     inspected_on: datetime.date
     kind: str
-    result: Literal["pass", "rectify", "fail"]
+    result: Literal["pass", "rectify", "fail"] | None  # None: the feed does not state one
     grade: Grade | None
     rectify_due: datetime.date | None
     merchant_reply: str | None
@@ -148,7 +148,10 @@ class HonourSubmission(Struct, frozen=True):
 
 class FullInspection(Inspection, frozen=True):
     score: float | None
-    summary: str | None
+    # what the score means: lives_0_100 (higher is better), fhrs_points or demerit_points (lower
+    # is better); None with no score. Rows rebuilt before the scale existed have none: 0-100
+    score_scale: Literal["lives_0_100", "fhrs_points", "demerit_points"] | None = None
+    summary: str | None = None
 
 
 class StaffMember(Struct, frozen=True):

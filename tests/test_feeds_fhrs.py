@@ -35,6 +35,7 @@ def rated(fhrsid: str, when: str, rating: str, **fields: object) -> InspectionRe
         inspected_on=moment.date(),
         rating=rating,
         updated_at=moment,
+        score_scale="fhrs_points",
         **fields,  # type: ignore[arg-type]
     )
 

@@ -20,6 +20,7 @@ rejects and counts: fetched = inserted + updated + unchanged + quarantined.
 from __future__ import annotations
 
 import datetime
+import hashlib
 from typing import Literal
 
 import msgspec
@@ -61,12 +62,19 @@ class Violation(msgspec.Struct, frozen=True):
     critical: bool | None = None
 
 
+# what a score means: LIVES 0-100 (higher is better), FHRS score points and demerit points (both
+# lower is better); scores on different scales are never compared
+ScoreScale = Literal["lives_0_100", "fhrs_points", "demerit_points"]
+
+
 class InspectionRecord(msgspec.Struct, frozen=True, kw_only=True):
     external_id: str
     match: Match
     inspected_on: datetime.date
+    # None: the publisher does not say (LIVES' multi-file form has no result column)
     result: Literal["pass", "rectify", "fail"] | None = None
     score: float | None = None
+    score_scale: ScoreScale | None = None
     grade: Literal["A", "B", "C"] | None = None
     # the source's own rating as given (FHRS: "0".."5", "Exempt", "AwaitingInspection", ...)
     rating: str | None = None
@@ -75,6 +83,53 @@ class InspectionRecord(msgspec.Struct, frozen=True, kw_only=True):
     violations: tuple[Violation, ...] = ()
     # when the source last changed it; an older version never overwrites a newer one
     updated_at: datetime.datetime | None = None
+    # what the publisher keeps stable when its ids are row counters (see content_key below)
+    content_key: str | None = None
+
+
+CONTENT_ID_PREFIX = "ck:"
+
+
+def content_key(
+    business_id: str, day: datetime.date, kind: str | None, score: float | None, codes: list[str]
+) -> str:
+    """The identity of a visit when the publisher's id cannot be trusted: business, date, type,
+    score and the sorted violation codes, hashed (fields joined by a unit separator, which no
+    CSV value carries)."""
+    text = "\x1f".join(
+        (business_id, day.isoformat(), kind or "", "" if score is None else repr(score), *sorted(codes))
+    )
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def by_content(records: list[InspectionRecord]) -> list[InspectionRecord]:
+    """The records keyed by content: `ck:KEY|n`, n numbering visits with the same key (identical
+    on everything the key covers), ordered by the rest of their content so that the rows' order
+    in the file never decides which is which."""
+    same: dict[str, list[InspectionRecord]] = {}
+    for record in records:
+        if record.content_key is not None:
+            same.setdefault(record.content_key, []).append(record)
+    renamed: dict[int, InspectionRecord] = {}
+    for key, group in same.items():
+        if len(group) > 1:
+            group.sort(key=_rest_of_content)
+        for n, record in enumerate(group, 1):
+            external_id = f"{CONTENT_ID_PREFIX}{key}|{n}"
+            renamed[id(record)] = msgspec.structs.replace(record, external_id=external_id)
+    return [renamed.get(id(r), r) for r in records]
+
+
+def _rest_of_content(record: InspectionRecord) -> tuple[str, str, str, tuple[tuple[str, str, int], ...]]:
+    return (
+        record.result or "",
+        record.description or "",
+        record.kind or "",
+        tuple(
+            (v.code or "", v.description, -1 if v.critical is None else int(v.critical))
+            for v in record.violations
+        ),
+    )
 
 
 class LicenceRecord(msgspec.Struct, frozen=True, kw_only=True):

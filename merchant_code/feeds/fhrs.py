@@ -164,6 +164,7 @@ def _records(
             inspected_on=rated_at.date(),
             result=_result(rating),
             score=_score(establishment.scores or establishment.scores_caps),
+            score_scale="fhrs_points",  # lower is better: never shown or compared as 0-100
             rating=rating,
             updated_at=rated_at,
         )

@@ -3,16 +3,23 @@ flattened single-file variant.
 
 The body decides how it is read, not `Config.variant` (which only records what the operator
 expects): a zip is the multi-file set, its members found by base name in any folder and any case
-(a zip with no `inspections.csv` but a single CSV is read as that CSV); anything else is one plain
-CSV whose header decides: `inspection_date` -> flattened, `business_id` + `date` ->
-`inspections.csv` alone (no violations), `business_id` + `name` -> `businesses.csv` alone.
-`legend.csv` is not used: scores are kept only within 0-100 whatever the legend says.
+(a zip with no `inspections.csv` but one data CSV, beside `feed_info.csv` and `legend.csv` or
+alone, is read as that CSV); anything else is one plain CSV whose header (in any case and order)
+decides: `inspection_date` -> flattened, `business_id` + `date` -> `inspections.csv` alone (no
+violations), `business_id` + `name` -> `businesses.csv` alone.
+
+Scores keep their scale: the source's `score_scale`, else `feed_info.csv`'s `scoring_method`
+(graded: 0-100, cumulative: demerit points, lower is better; unscored: no score), else LIVES'
+0-100. A result the feed does not state is derived from the score only through `legend.csv`
+ranges whose description is a result (pass, conditional pass, fail, ...); otherwise it is unknown.
 
 Inspection ids: the multi-file form has none and real feeds list several inspections of one
 business on one day, so the id is `business_id|YYYY-MM-DD|n`, n numbering that business's
-inspections of that day in file order (1 for the first). The flattened variant uses
-`inspection_id` when it has one; without it, all rows of one business and day are one inspection
-(those rows are its violations), id `business_id|YYYY-MM-DD|1`.
+inspections of that day by content (type, then score, result and description), never by row
+order. The flattened variant uses `inspection_id` when it has one; without it, all rows of one
+business and day are one inspection (those rows are its violations), id
+`business_id|YYYY-MM-DD|1`. Every inspection carries its content key (base.content_key); with
+`unstable_ids` (a publisher whose inspection_id is a row counter) the content key is its id.
 """
 
 from __future__ import annotations
@@ -43,8 +50,11 @@ from merchant_code.feeds.base import (
     Parsed,
     Record,
     Reject,
+    ScoreScale,
     ShopRecord,
     Violation,
+    by_content,
+    content_key,
 )
 
 KIND = "lives"
@@ -58,6 +68,10 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     timezone: str = "Asia/Shanghai"
     # inspections dated before this are placeholders (1900-01-01 always is)
     min_date: datetime.date = datetime.date(2000, 1, 1)
+    # the publisher's inspection_id is a row counter: inspections are keyed by their content
+    unstable_ids: bool = False
+    # what the feed's scores mean, when feed_info.csv does not say (or says it wrongly)
+    score_scale: ScoreScale | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -77,16 +91,30 @@ async def fetch(client: httpx.AsyncClient, config: Config, cursor: str | None) -
     return Page(body=body, content_type=response.headers.get("content-type"), next_cursor=digest)
 
 
+_ABOUT_THE_FEED = ("feed_info.csv", "legend.csv")
+
+
 def parse(page: Page, config: Config) -> Parsed:
     body = page.body
     if body[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         files = _unzip(body)
         if "inspections.csv" in files:
-            return _parse_multi(files, config)
-        if len(files) == 1:
-            return _parse_plain(next(iter(files.values())), config)
-        raise FeedError("the zip holds no inspections.csv")
-    return _parse_plain(body, config)
+            parsed = _parse_multi(files, config)
+        else:
+            data = [name for name in files if name not in _ABOUT_THE_FEED]
+            # businesses.csv or violations.csv without inspections.csv is a multi-file set
+            # missing its main file; any other single CSV is the flattened file or the
+            # inspections under another name
+            if len(data) != 1 or data[0] in ("businesses.csv", "violations.csv"):
+                raise FeedError("the zip holds no inspections.csv")
+            parsed = _parse_plain(files[data[0]], config, files)
+    else:
+        parsed = _parse_plain(body, config, {})
+    if not config.unstable_ids:
+        return parsed
+    inspections = by_content([r for r in parsed.records if isinstance(r, InspectionRecord)])
+    others = [r for r in parsed.records if not isinstance(r, InspectionRecord)]
+    return Parsed(records=[*others, *inspections], rejects=parsed.rejects)
 
 
 # --- reading CSV bytes: every row keeps its raw bytes, a bad row is a Reject -----------------
@@ -284,6 +312,7 @@ _CRITICAL = {
 }
 
 
+@functools.lru_cache(maxsize=4096)  # a feed uses a handful of types on every row
 def _kind(text: str | None) -> _Kind | None:
     words = _words(text) if text else ""
     return next((kind for key, kind in _KINDS if key in words), None) if words else None
@@ -296,6 +325,69 @@ def _no_violation(code: str | None, description: str | None) -> bool:
     ):
         return True
     return (code is not None and code.upper() == "NO") or (code is None and description is None)
+
+
+# --- what the feed says about itself: its date, its scores' scale, its legend ------------------
+
+_SCORING_METHODS: dict[str, ScoreScale | None] = {
+    "graded": "lives_0_100",
+    "cumulative": "demerit_points",
+    "unscored": None,
+}
+# the highest score each scale can give (numeric(5, 1) holds up to 9999.9)
+_HIGHEST: dict[ScoreScale, float] = {"lives_0_100": 100, "fhrs_points": 9999, "demerit_points": 9999}
+
+
+class _Feed(NamedTuple):
+    updated_at: datetime.datetime | None
+    scale: ScoreScale | None  # None: the feed is unscored, its scores are not kept
+    # (lowest, highest, result) from legend.csv, only ranges whose description is a result
+    legend: tuple[tuple[float, float, Literal["pass", "rectify", "fail"]], ...] = ()
+
+
+def _feed(files: dict[str, bytes], config: Config, rejects: list[Reject]) -> _Feed:
+    updated_at, method = None, None
+    if "feed_info.csv" in files:
+        _, rows = _table(files["feed_info.csv"], "feed_info.csv", rejects)
+        for row in rows[:1]:
+            method = row.get("scoring_method")
+            day = _date(row.get("feed_date"), config, "feed_date")
+            if isinstance(day, str):
+                rejects.append(Reject(row.raw, f"feed_info.csv: {day}"))
+            else:
+                updated_at = datetime.datetime.combine(day, datetime.time(), ZoneInfo(config.timezone))
+    scale: ScoreScale | None = "lives_0_100"
+    if config.score_scale is not None:
+        scale = config.score_scale
+    elif method is not None and _words(method) in _SCORING_METHODS:
+        scale = _SCORING_METHODS[_words(method)]
+    legend = _legend(files["legend.csv"], rejects) if "legend.csv" in files and scale else ()
+    return _Feed(updated_at, scale, legend)
+
+
+def _legend(
+    data: bytes, rejects: list[Reject]
+) -> tuple[tuple[float, float, Literal["pass", "rectify", "fail"]], ...]:
+    columns, rows = _table(data, "legend.csv", rejects)
+    _require(columns, "legend.csv", "minimum_score", "maximum_score", "description")
+    ranges = []
+    for row in rows:
+        low = _number(row.get("minimum_score"), -math.inf, math.inf)
+        high = _number(row.get("maximum_score"), -math.inf, math.inf)
+        description = row.get("description")
+        if low is None or high is None or description is None or low > high:
+            rejects.append(Reject(row.raw, "legend.csv: a range needs two scores and a description"))
+            continue
+        result = _RESULTS.get(_words(description))
+        if result is not None:  # "Good" or "Needs improvement" says no result: none is invented
+            ranges.append((low, high, result))
+    return tuple(ranges)
+
+
+def _derived(score: float | None, feed: _Feed) -> Literal["pass", "rectify", "fail"] | None:
+    if score is None:
+        return None
+    return next((result for low, high, result in feed.legend if low <= score <= high), None)
 
 
 # --- records -----------------------------------------------------------------------------------
@@ -325,7 +417,8 @@ class _Found(NamedTuple):
 
 
 def _violation(row: _Row, prefix: str, name: str) -> Violation | str | None:
-    """The row's violation, None for a "no violation" marker, or why it cannot be used."""
+    """The row's violation, None for a "no violation" marker, or why it cannot be used. Without a
+    `critical` value the violation's criticality is unknown (None), not "not critical"."""
     code, description = row.get(prefix + "code"), row.get(prefix + "description")
     if _no_violation(code, description):
         return None
@@ -336,27 +429,72 @@ def _violation(row: _Row, prefix: str, name: str) -> Violation | str | None:
     return Violation(code=code, description=description or "", critical=critical)
 
 
+def _sorted(violations: list[Violation]) -> tuple[Violation, ...]:
+    """In one order whatever the rows' order, so a re-sorted feed stores the same inspection."""
+    if len(violations) < 2:
+        return tuple(violations)
+    return tuple(
+        sorted(violations, key=lambda v: (v.code or "", v.description, v.critical is None, v.critical))
+    )
+
+
+class _Values(NamedTuple):
+    """An inspection's own values as one row gives them (the flattened variant repeats them on
+    each of its violation rows)."""
+
+    score: str | None
+    result: str | None
+    type: str | None
+    description: str | None
+
+    def rank(self) -> tuple[int, tuple[str, ...]]:
+        """Which row's values an inspection keeps: the most complete, then the greatest, so the
+        rows' order never decides."""
+        return (sum(v is not None for v in self), tuple(v or "" for v in self))
+
+
+def _values(row: _Row, prefix: str) -> _Values:
+    get = row.get
+    return _Values(
+        get(prefix + "score"), get(prefix + "result"), get(prefix + "type"), get(prefix + "description")
+    )
+
+
 def _inspection(
-    row: _Row,
+    values: _Values,
     external_id: str,
     business_id: str,
     day: datetime.date,
-    prefix: str,
-    updated_at: datetime.datetime | None,
+    feed: _Feed,
+    violations: tuple[Violation, ...] = (),
 ) -> InspectionRecord:
-    result_text, description = row.get(prefix + "result"), row.get(prefix + "description")
+    result_text, description = values.result, values.description
     result = _RESULTS.get(_words(result_text)) if result_text else None
     if result is None and result_text is not None:  # keep what the feed said
         description = result_text if description is None else f"{result_text}; {description}"
+    scale = feed.scale
+    score = _number(values.score, 0, _HIGHEST[scale]) if scale is not None else None
+    if result is None and result_text is None:
+        result = _derived(score, feed)
+    kind = _kind(values.type)
     return InspectionRecord(
         external_id=external_id,
         match=Match(business_id=business_id),
         inspected_on=day,
         result=result,
-        score=_number(row.get(prefix + "score"), 0, 100),
-        kind=_kind(row.get(prefix + "type")),
+        score=score,
+        score_scale=scale if score is not None else None,
+        kind=kind,
         description=description,
-        updated_at=updated_at,
+        violations=violations,
+        updated_at=feed.updated_at,
+        content_key=content_key(
+            business_id,
+            day,
+            _words(values.type) if values.type else None,
+            score,
+            [v.code or "" for v in violations],
+        ),
     )
 
 
@@ -385,19 +523,6 @@ def _shops(data: bytes, rejects: list[Reject]) -> list[Record]:
     return list(shops.values())
 
 
-def _feed_date(data: bytes | None, config: Config, rejects: list[Reject]) -> datetime.datetime | None:
-    if data is None:
-        return None
-    _, rows = _table(data, "feed_info.csv", rejects)
-    for row in rows:
-        day = _date(row.get("feed_date"), config, "feed_date")
-        if isinstance(day, str):
-            rejects.append(Reject(row.raw, f"feed_info.csv: {day}"))
-            continue
-        return datetime.datetime.combine(day, datetime.time(), ZoneInfo(config.timezone))
-    return None
-
-
 def _violations(
     data: bytes | None, config: Config, rejects: list[Reject]
 ) -> dict[tuple[str, datetime.date], list[_Found]]:
@@ -419,66 +544,105 @@ def _violations(
     return found
 
 
+_KIND_ORDER = {"routine": 0, "licensing": 1, "special": 2, "complaint": 3, "follow_up": 4, None: 5}
+
+
+def _day_order(values: _Values) -> tuple[int, bool, float, tuple[str, ...]]:
+    """Same-day inspections in the order a day runs (a routine visit before its follow-up), then
+    by score, then by the rest of their values: never by the rows' order."""
+    score = _number(values.score, -math.inf, math.inf)
+    return (_KIND_ORDER[_kind(values.type)], score is None, -(score or 0.0), values.rank()[1])
+
+
 def _inspections(
     data: bytes,
     config: Config,
+    feed: _Feed,
     rejects: list[Reject],
     violations: dict[tuple[str, datetime.date], list[_Found]],
-    updated_at: datetime.datetime | None,
-) -> list[Record]:
+) -> list[InspectionRecord]:
     columns, rows = _table(data, "inspections.csv", rejects)
     _require(columns, "inspections.csv", "business_id", "date")
-    records: list[Record] = []
+    keyed: list[tuple[tuple[str, datetime.date], _Row]] = []
     same_day: dict[tuple[str, datetime.date], int] = {}
     for row in rows:
         key = _key_of(row, config, "inspections.csv", "date")
         if isinstance(key, Reject):
             rejects.append(key)
             continue
-        n = same_day[key] = same_day.get(key, 0) + 1
-        external_id = f"{key[0]}|{key[1].isoformat()}|{n}"
-        record = _inspection(row, external_id, key[0], key[1], "", updated_at)
+        same_day[key] = same_day.get(key, 0) + 1
+        keyed.append((key, row))
+    records: list[InspectionRecord | None] = []
+    # days with several inspections of one business: their places in `records`, numbered later
+    shared: dict[tuple[str, datetime.date], list[tuple[int, _Values]]] = {}
+    for key, row in keyed:
+        values = _values(row, "")
+        if same_day[key] == 1:
+            found = violations.pop(key, None)
+            external_id = f"{key[0]}|{key[1].isoformat()}|1"
+            records.append(_inspection(values, external_id, key[0], key[1], feed, _found(found)))
+        else:
+            shared.setdefault(key, []).append((len(records), values))
+            records.append(None)
+    for key, places in shared.items():
+        ordered = sorted((values for _, values in places), key=_day_order)
         # violations name only (business_id, date): with several inspections that day they
         # cannot be told apart, so all of them go to the first one of the day
-        if n == 1 and key in violations:
-            found = violations.pop(key)
-            record = msgspec.structs.replace(record, violations=tuple(f.violation for f in found))
-        records.append(record)
-    for key, found in violations.items():
-        for item in found:
+        found = violations.pop(key, None)
+        for n, ((at, _), values) in enumerate(zip(places, ordered, strict=True), 1):
+            external_id = f"{key[0]}|{key[1].isoformat()}|{n}"
+            records[at] = _inspection(
+                values, external_id, key[0], key[1], feed, _found(found) if n == 1 else ()
+            )
+    for key, orphans in violations.items():
+        for item in orphans:
             reason = "violations.csv: no inspection of that business that day"
             rejects.append(Reject(item.raw, reason, key[0]))
-    return records
+    return [r for r in records if r is not None]
+
+
+def _found(found: list[_Found] | None) -> tuple[Violation, ...]:
+    return _sorted([f.violation for f in found]) if found else ()
 
 
 def _parse_multi(files: dict[str, bytes], config: Config) -> Parsed:
     rejects: list[Reject] = []
-    updated_at = _feed_date(files.get("feed_info.csv"), config, rejects)
+    feed = _feed(files, config, rejects)
     records = _shops(files["businesses.csv"], rejects) if "businesses.csv" in files else []
     violations = _violations(files.get("violations.csv"), config, rejects)
-    records += _inspections(files["inspections.csv"], config, rejects, violations, updated_at)
+    records += _inspections(files["inspections.csv"], config, feed, rejects, violations)
     return Parsed(records=records, rejects=rejects)
 
 
-def _parse_plain(data: bytes, config: Config) -> Parsed:
+def _parse_plain(data: bytes, config: Config, files: dict[str, bytes]) -> Parsed:
+    """One data CSV; `files` may add the zip's feed_info.csv and legend.csv."""
     first_line = data.find(b"\n")
     columns, _ = _table(data if first_line < 0 else data[:first_line], "CSV", [])
+    about = {name: files[name] for name in _ABOUT_THE_FEED if name in files}
     if "inspection_date" in columns:
-        return _parse_flat(data, config)
+        return _parse_flat(data, config, about)
     if "business_id" in columns and "date" in columns:
-        return _parse_multi({"inspections.csv": data}, config)
+        return _parse_multi({**about, "inspections.csv": data}, config)
     if "business_id" in columns and "name" in columns:
         rejects: list[Reject] = []
         return Parsed(records=_shops(data, rejects), rejects=rejects)
     raise FeedError("a CSV that is neither a LIVES file nor the flattened variant")
 
 
-def _parse_flat(data: bytes, config: Config) -> Parsed:
+class _Visit(NamedTuple):
+    business_id: str
+    day: datetime.date
+    values: _Values
+    violations: list[Violation]
+
+
+def _parse_flat(data: bytes, config: Config, about: dict[str, bytes]) -> Parsed:
     rejects: list[Reject] = []
+    feed = _feed(about, config, rejects)
     columns, rows = _table(data, "flattened CSV", rejects)
     _require(columns, "flattened CSV", "business_id", "inspection_date")
     shops: dict[str, Record] = {}
-    inspections: dict[str, tuple[InspectionRecord, list[Violation]]] = {}
+    visits: dict[str, _Visit] = {}
     for row in rows:
         key = _key_of(row, config, "flattened CSV", "inspection_date")
         if isinstance(key, Reject):
@@ -486,22 +650,24 @@ def _parse_flat(data: bytes, config: Config) -> Parsed:
             continue
         business_id, day = key
         external_id = row.get("inspection_id") or f"{business_id}|{day.isoformat()}|1"
-        entry = inspections.get(external_id)
-        if entry is None:
-            record = _inspection(row, external_id, business_id, day, "inspection_", None)
-            entry = inspections[external_id] = (record, [])
-        elif entry[0].match.business_id != business_id or entry[0].inspected_on != day:
+        values = _values(row, "inspection_")
+        visit = visits.get(external_id)
+        if visit is None:
+            visit = visits[external_id] = _Visit(business_id, day, values, [])
+        elif visit.business_id != business_id or visit.day != day:
             reason = "flattened CSV: inspection_id names another inspection"
             rejects.append(Reject(row.raw, reason, business_id))
             continue
+        elif values != visit.values and values.rank() > visit.values.rank():
+            visits[external_id] = visit = visit._replace(values=values)
         if business_id not in shops:
             shops[business_id] = _shop(business_id, row.get, "business_")
         violation = _violation(row, "violation_", "flattened CSV")
         if isinstance(violation, str):
             rejects.append(Reject(row.raw, violation, business_id))
         elif violation is not None:
-            entry[1].append(violation)
+            visit.violations.append(violation)
     records = list(shops.values())
-    for record, found in inspections.values():
-        records.append(msgspec.structs.replace(record, violations=tuple(found)) if found else record)
+    for external_id, v in visits.items():
+        records.append(_inspection(v.values, external_id, v.business_id, v.day, feed, _sorted(v.violations)))
     return Parsed(records=records, rejects=rejects)

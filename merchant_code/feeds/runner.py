@@ -29,6 +29,7 @@ from merchant_code.errors import InvalidInput, NotFound
 from merchant_code.feeds import http as feed_http
 from merchant_code.feeds import limits as feed_limits
 from merchant_code.feeds.base import (
+    CONTENT_ID_PREFIX,
     InspectionRecord,
     LicenceRecord,
     Parsed,
@@ -36,6 +37,7 @@ from merchant_code.feeds.base import (
     ReviewRecord,
     SentimentRecord,
     ShopRecord,
+    by_content,
 )
 
 MODULES = {
@@ -285,6 +287,34 @@ async def _resolve(
     return [(row["shop_id"], row["matched_by"]) async for row in rows]
 
 
+async def _identities(
+    conn: asyncpg.Connection, source: str, records: list[InspectionRecord]
+) -> list[InspectionRecord]:
+    """The records keyed as the source's ids deserve. A source whose ids moved once (a visit of
+    this page stored under another of its ids: a row counter that re-sorting renumbered) is keyed
+    by content from then on: its stored rows are re-keyed first, in this transaction, so nothing
+    is added twice and nothing moves to another shop."""
+    keyed = [r for r in records if r.content_key is not None]
+    if not keyed:
+        return records
+    unstable = await db.queries.get_feed_source_unstable_ids(conn, name=source)
+    if not unstable:
+        unstable = await db.queries.find_moved_inspections(
+            conn,
+            source=source,
+            external_ids=[r.external_id for r in keyed],
+            content_keys=[r.content_key for r in keyed],
+        )
+        if unstable:
+            await db.queries.rekey_inspections_by_content(conn, source=source)
+    if not unstable:
+        return records
+    plain = [r for r in records if not r.external_id.startswith(CONTENT_ID_PREFIX)]
+    if len(plain) < len(records):  # keyed by content already (the source's config says so)
+        return records
+    return by_content(records)
+
+
 def _as_uscc(value: str | None) -> str | None:
     if value is None or len(value.strip()) != 18:
         return None
@@ -300,6 +330,7 @@ async def _upsert(
     rs = [r for r, _ in items]
     shop_ids = [s for _, s in items]
     if kind is InspectionRecord:
+        rs = await _identities(conn, source, rs)
         rows = [
             dict(row)
             async for row in db.queries.upsert_inspections(
@@ -310,10 +341,12 @@ async def _upsert(
                 dates=[r.inspected_on for r in rs],
                 kinds=[r.kind for r in rs],
                 scores=[r.score for r in rs],
+                score_scales=[r.score_scale for r in rs],
                 results=[r.result for r in rs],
                 grades=[r.grade for r in rs],
                 summaries=[r.description for r in rs],
                 updated_ats=[r.updated_at for r in rs],
+                content_keys=[r.content_key for r in rs],
             )
         ]
         by_id = {r.external_id: r for r in rs}

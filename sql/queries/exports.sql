@@ -68,7 +68,7 @@ WHERE a.path = :area_path OR a.path LIKE :area_path || '.%'
 ORDER BY s.id;
 
 -- name: list_export_inspections(area_path)
-SELECT s.uscc, to_char(i.inspected_on, 'YYYYMMDD') AS day, i.score, i.result, i.kind
+SELECT s.uscc, to_char(i.inspected_on, 'YYYYMMDD') AS day, i.score, i.score_scale, i.result, i.kind
 FROM inspection i JOIN shop s ON s.id = i.shop_id JOIN area a ON a.id = s.area_id
 WHERE a.path = :area_path OR a.path LIKE :area_path || '.%'
 ORDER BY i.shop_id, i.inspected_on, i.id;

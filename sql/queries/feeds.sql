@@ -90,34 +90,40 @@ WITH up AS (
 )
 SELECT inserted FROM up;
 
--- name: upsert_inspections(source, external_ids, shop_ids, dates, kinds, scores, results, grades, summaries, updated_ats)
+-- name: upsert_inspections(source, external_ids, shop_ids, dates, kinds, scores, score_scales, results, grades, summaries, updated_ats, content_keys)
 -- Insert or update by (source, external_id); a version older than the stored one, or identical
--- to it, is left alone (not returned: the runner counts it as unchanged).
+-- to it, is left alone (not returned: the runner counts it as unchanged). A score is stored with
+-- its scale, and no scale without a score; an unknown result stays NULL.
 WITH up AS (
-    INSERT INTO inspection AS i (shop_id, source, external_id, inspected_on, kind, score, result, grade, summary,
-                                 source_updated_at, fetched_at)
-    SELECT s, :source, e, d, coalesce(k, 'routine'), sc, r, g, sm, ua, now()
+    INSERT INTO inspection AS i (shop_id, source, external_id, inspected_on, kind, score, score_scale, result,
+                                 grade, summary, source_updated_at, content_key, fetched_at)
+    SELECT s, :source, e, d, coalesce(k, 'routine'), sc, CASE WHEN sc IS NOT NULL THEN coalesce(ss, 'lives_0_100') END,
+           r, g, sm, ua, ck, now()
     FROM unnest(:external_ids::text[], :shop_ids::bigint[], :dates::date[], :kinds::text[], :scores::numeric[],
-                :results::text[], :grades::text[], :summaries::text[], :updated_ats::timestamptz[])
-         AS u(e, s, d, k, sc, r, g, sm, ua)
+                :score_scales::text[], :results::text[], :grades::text[], :summaries::text[],
+                :updated_ats::timestamptz[], :content_keys::text[])
+         AS u(e, s, d, k, sc, ss, r, g, sm, ua, ck)
     ON CONFLICT (source, external_id) DO UPDATE SET
         shop_id = excluded.shop_id, inspected_on = excluded.inspected_on, kind = excluded.kind,
-        score = excluded.score, result = excluded.result, grade = excluded.grade, summary = excluded.summary,
-        source_updated_at = excluded.source_updated_at, fetched_at = now()
+        score = excluded.score, score_scale = excluded.score_scale, result = excluded.result,
+        grade = excluded.grade, summary = excluded.summary, source_updated_at = excluded.source_updated_at,
+        content_key = excluded.content_key, fetched_at = now()
     WHERE (i.source_updated_at IS NULL OR excluded.source_updated_at IS NULL
            OR excluded.source_updated_at >= i.source_updated_at)
-      AND (i.shop_id, i.inspected_on, i.kind, i.score, i.result, i.grade, i.summary)
+      AND (i.shop_id, i.inspected_on, i.kind, i.score, i.score_scale, i.result, i.grade, i.summary, i.content_key)
           IS DISTINCT FROM (excluded.shop_id, excluded.inspected_on, excluded.kind, excluded.score,
-                            excluded.result, excluded.grade, excluded.summary)
+                            excluded.score_scale, excluded.result, excluded.grade, excluded.summary,
+                            excluded.content_key)
     RETURNING i.id, i.external_id, (xmax = 0) AS inserted
 )
 SELECT id, external_id, inserted FROM up;
 
 -- name: replace_violations(inspection_ids, codes, descriptions, criticals)!
--- The violations of inspections just inserted or changed, replaced as a whole.
+-- The violations of inspections just inserted or changed, replaced as a whole. A violation whose
+-- feed does not say whether it is critical stays unknown (NULL).
 WITH gone AS (DELETE FROM violation WHERE inspection_id = ANY(:inspection_ids::bigint[]))
 INSERT INTO violation (inspection_id, code, description, critical)
-SELECT i, coalesce(c, ''), d, coalesce(cr, false)
+SELECT i, coalesce(c, ''), d, cr
 FROM unnest(:inspection_ids::bigint[], :codes::text[], :descriptions::text[], :criticals::bool[]) AS u(i, c, d, cr)
 WHERE d IS NOT NULL;
 
@@ -211,3 +217,34 @@ RETURNING false AS inserted;
 
 -- name: get_last_feed_run_start(source_id)$
 SELECT max(started_at) FROM feed_run WHERE source_id = :source_id;
+
+-- name: get_feed_source_unstable_ids(name)$
+SELECT unstable_ids FROM feed_source WHERE name = :name;
+
+-- name: find_moved_inspections(source, external_ids, content_keys)$
+-- Whether a visit on this page is stored under another external id of the source (its ids are
+-- row counters that moved when the publisher re-sorted): a stored row with one of the page's
+-- content keys whose id the page does not give with that key.
+WITH page AS MATERIALIZED (
+    SELECT e, c FROM unnest(:external_ids::text[], :content_keys::text[]) AS u(e, c) WHERE c IS NOT NULL
+)
+SELECT EXISTS (
+    SELECT 1 FROM inspection i
+    JOIN (SELECT DISTINCT c FROM page) k ON i.source = :source AND i.content_key = k.c
+    LEFT JOIN page p ON p.c = i.content_key AND p.e = i.external_id
+    WHERE p.e IS NULL
+);
+
+-- name: rekey_inspections_by_content(source)!
+-- From now on the source's inspections are keyed by content (`ck:KEY|n`, as base.by_content
+-- numbers them): its stored rows take those ids, so the next pages find them instead of adding
+-- them again. Rows keyed by content already keep their number.
+WITH numbered AS (
+    SELECT id, external_id, 'ck:' || content_key || '|'
+             || row_number() OVER (PARTITION BY content_key ORDER BY external_id LIKE 'ck:%' DESC, external_id, id)
+             AS new_id
+    FROM inspection WHERE source = :source AND content_key IS NOT NULL
+),
+flagged AS (UPDATE feed_source SET unstable_ids = true WHERE name = :source)
+UPDATE inspection i SET external_id = n.new_id
+FROM numbered n WHERE i.id = n.id AND n.external_id NOT LIKE 'ck:%';

@@ -57,12 +57,13 @@ insp AS (
     SELECT r.shop_id,
            jsonb_agg(jsonb_build_object(
                'id', r.public_id, 'inspected_on', r.inspected_on, 'kind', r.kind, 'result', r.result,
-               'grade', r.grade, 'score', r.score, 'rectify_due', r.rectify_due, 'summary', r.summary,
+               'grade', r.grade, 'score', r.score, 'score_scale', r.score_scale, 'rectify_due', r.rectify_due,
+               'summary', r.summary,
                'merchant_reply', r.merchant_reply,
                'violations', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                                   'code', v.code, 'description', v.description,
                                   'description_en', vc.description_en, 'critical', v.critical,
-                                  'corrected', v.corrected) ORDER BY v.critical DESC, v.code), '[]')
+                                  'corrected', v.corrected) ORDER BY v.critical DESC NULLS LAST, v.code), '[]')
                               FROM violation v LEFT JOIN violation_code vc ON vc.code = v.code
                               WHERE v.inspection_id = r.id))
                ORDER BY r.rn) AS recent,
@@ -203,7 +204,7 @@ docs AS MATERIALIZED (
            ) || jsonb_build_object(
                'licences', coalesce(lic.public_list, '[]'),
                'grade', insp.grade, 'grade_date', insp.grade_date,
-               'inspections', coalesce((SELECT jsonb_agg(x - 'score' - 'summary') FROM jsonb_array_elements(
+               'inspections', coalesce((SELECT jsonb_agg(x - 'score' - 'score_scale' - 'summary') FROM jsonb_array_elements(
                                    insp.recent) WITH ORDINALITY AS e(x, n) WHERE e.n <= 5), '[]'),
                'rating', rev.rating, 'review_count', coalesce(rev.review_count, 0),
                'reviews', coalesce((SELECT jsonb_agg(x) FROM jsonb_array_elements(rev.recent_all)
