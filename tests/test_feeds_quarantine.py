@@ -6,8 +6,10 @@ served over loopback HTTP."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import http.server
 import io
+import itertools
 import random
 import string
 import threading
@@ -19,9 +21,12 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
 
 from merchant_code import db, migrate
 from merchant_code.feeds import runner
+from merchant_code.feeds.base import InspectionRecord, Match, Parsed, Reject, Violation
 from tests import factories
 from tests.test_audit import _cli
 
@@ -402,3 +407,94 @@ async def test_migration_0029_merges_duplicate_rejects_keeping_the_sums(
     assert {(r["run_id"], r["last_run_id"]) for r in rows} == {(runs[0], runs[2])}
     first = next(r for r in rows if r["record_key"] == "B0")
     assert bytes(first["raw_bytes"]) == f"line 0 of run {runs[2]}".encode()  # the newest bytes
+
+
+# --- property: a re-run changes nothing, quarantine included ------------------------------------
+
+# one record of a generated page: (what it is, which shop, which day, a score)
+_Item = tuple[str, int, int, int]
+_ITEMS = st.tuples(
+    st.sampled_from(["good", "good", "nul", "nobody", "parser", "no-id"]),
+    st.integers(0, 2),
+    st.integers(1, 5),
+    st.integers(0, 100),
+)
+
+
+def _page(usccs: list[str], items: list[_Item]) -> Parsed:
+    """A LIVES-like page mixing records that land, records the database refuses (a NUL), records
+    no shop matches, and the parser's rejects with and without an id."""
+    records: list[Any] = []
+    rejects: list[Reject] = []
+    for what, shop, day, score in items:
+        business = usccs[shop] if what != "nobody" else f"NOBODY{shop}"
+        external_id = f"{business}|2025-03-0{day}|1"
+        if what in ("parser", "no-id"):
+            raw = f"{business},2025-13-0{day},{score}".encode()
+            rejects.append(
+                Reject(raw, "inspections.csv: invalid date", business if what == "parser" else None)
+            )
+            continue
+        records.append(
+            InspectionRecord(
+                external_id=external_id,
+                match=Match(business_id=business),
+                inspected_on=datetime.date(2025, 3, day),
+                result="pass",
+                score=float(score),
+                description="ok" if what != "nul" else "bad\x00byte",
+                violations=(Violation("V01", f"地面不洁 {score}", None),),
+            )
+        )
+    return Parsed(records=records, rejects=rejects)
+
+
+async def _state(conn: asyncpg.Connection, source: str, source_id: int) -> tuple[list[Any], list[Any]]:
+    stored = await conn.fetch(
+        "SELECT i.external_id, i.shop_id, i.score, i.result, i.summary,"
+        " array_agg(v.description ORDER BY v.id)"
+        " FROM inspection i LEFT JOIN violation v ON v.inspection_id = i.id WHERE i.source = $1"
+        " GROUP BY i.id ORDER BY i.external_id",
+        source,
+    )
+    rejects = await conn.fetch(
+        "SELECT record_key, reason, kind, external_id, raw_bytes, run_id, resolved_at IS NULL AS waiting"
+        " FROM feed_reject WHERE source_id = $1 ORDER BY record_key, reason",
+        source_id,
+    )
+    return [tuple(r) for r in stored], [tuple(r) for r in rejects]
+
+
+async def _three_runs(db_url: str, usccs: list[str], items: list[_Item], n: int) -> list[Any]:
+    conn = await db.connect(db_url)
+    try:
+        name = f"prop{n}"
+        source_id = await add_source(conn, name, "lives", "http://127.0.0.1:9/")
+        page = _page(usccs, items)
+        states = []
+        for _ in range(3):
+            run_id = await db.queries.create_feed_run(conn, source_id=source_id)
+            async with conn.transaction():
+                counts = await runner.store(conn, source_id, name, run_id, page)
+            assert counts.fetched == counts.inserted + counts.updated + counts.unchanged + counts.quarantined
+            states.append(await _state(conn, name, source_id))
+        seen = await conn.fetch("SELECT seen_count FROM feed_reject WHERE source_id = $1", source_id)
+        assert all(r["seen_count"] % 3 == 0 for r in seen)  # each run saw each key as often
+        return states
+    finally:
+        await conn.close()
+
+
+async def test_any_rerun_of_a_feed_changes_nothing_quarantine_included(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    usccs = await shops(conn, 3)
+    examples = itertools.count()
+
+    @settings(max_examples=25, derandomize=True, database=None, deadline=None, phases=[Phase.generate])
+    @given(items=st.lists(_ITEMS, max_size=12))
+    def rerun(items: list[_Item]) -> None:
+        first, second, third = asyncio.run(_three_runs(db_url, usccs, items, next(examples)))
+        assert first == second == third
+
+    await asyncio.to_thread(rerun)
