@@ -79,7 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--allow-private", action="store_true", help="allow a loopback or private address")
     run = feeds_sub.add_parser("run", help="pull one source (or every enabled one) now")
     run.add_argument("source", nargs="?")
-    feeds_sub.add_parser("status", help="each source's last run, counts, lag and rejects")
+    status = feeds_sub.add_parser(
+        "status", help="each source's last run, counts, lag and rejects: one line per source and per failure"
+    )
+    status.add_argument("source", nargs="?", help="only this source")
+    status.add_argument(
+        "--verbose", action="store_true", help="also the last runs and the quarantine by reason, with samples"
+    )
     for action, text in (
         ("disable", "stop pulling a source (kept, with its history; `enable` resumes it)"),
         ("enable", "pull a disabled source again"),

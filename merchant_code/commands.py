@@ -497,6 +497,7 @@ async def _feeds(url: str, args: argparse.Namespace) -> None:
 
     from merchant_code.feeds import limits as feed_limits
     from merchant_code.feeds import runner
+    from merchant_code.feeds import status as feed_status
 
     await _migrate(url)
     pool = await db.create_pool(url, max_size=4)
@@ -536,7 +537,11 @@ async def _feeds(url: str, args: argparse.Namespace) -> None:
                 print(f"source {args.name} ({args.kind}) every {args.interval} s from {args.url}")
                 return
             if args.action == "status":
-                _print_status([dict(r) async for r in db.queries.feed_status(conn)])
+                shown = await feed_status.lines(conn, args.source, args.verbose)
+                if shown is None:  # a mistyped name is bad input: one line, exit 2
+                    print(f"merchant-code: error: no feed source is named {args.source!r}", file=sys.stderr)
+                    sys.exit(2)
+                print("\n".join(shown))
                 return
             if args.action in ("disable", "enable", "remove"):
                 print(await _change_source(conn, args.action, args.source))
@@ -574,21 +579,3 @@ def _progress(name: str) -> Any:
               end="", file=sys.stderr, flush=True)  # fmt: skip
 
     return show
-
-
-def _print_status(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        print("no feed sources (merchant-code feeds add NAME --kind K --url U)")
-        return
-    for r in rows:
-        lag = "never" if r["lag"] is None else f"{int(r['lag'].total_seconds() // 60)} min ago"
-        paused = f", paused until {r['paused_until']:%Y-%m-%d %H:%M}" if r["paused_until"] else ""
-        last = "no run yet" if r["status"] is None else (
-            f"last run {r['status']}: fetched {r['fetched']} = {r['inserted']} new + {r['updated']} changed"
-            f" + {r['unchanged']} unchanged + {r['quarantined']} quarantined"
-        )  # fmt: skip
-        error = f"; {r['error']}" if r["error"] else ""
-        print(
-            f"{r['name']:<20} {r['kind']:<16} data {lag}; {last}; {r['rejects']} in quarantine;"
-            f" {r['failures']} failure(s) in a row{paused}{error}"
-        )

@@ -11,6 +11,7 @@ connection does the whole run) and is skipped when another holds it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from merchant_code.codes import parse_uscc
 from merchant_code.errors import InvalidInput, NotFound
 from merchant_code.feeds import http as feed_http
 from merchant_code.feeds import limits as feed_limits
+from merchant_code.feeds import quarantine
 from merchant_code.feeds.base import (
     CONTENT_ID_PREFIX,
     InspectionRecord,
@@ -133,7 +135,8 @@ async def run_source(
             await db.queries.release_feed_source(conn, id=source["id"])
         except Exception as exc:  # the run fails and says why; the source's breaker counts it
             result.status = "failed"
-            result.error = f"{type(exc).__name__}: {exc}"[:500] if str(exc) else type(exc).__name__
+            # one line, and never a database error's detail: it quotes the failing row
+            result.error = quarantine.error_text(exc)
     if result.status == "failed":
         # on a fresh connection, taken once the run's own is back: that one may be what broke
         async with db.acquire(pool) as fresh:
@@ -192,31 +195,23 @@ def _raw(record: Any) -> bytes:
 
 
 async def store(conn: asyncpg.Connection, source_id: int, source: str, run_id: int, parsed: Parsed) -> Counts:
-    """One page's records into the database, set-based per kind of record."""
+    """One page's records into the database, set-based per kind of record. A record the database
+    refuses is quarantined with the rule it broke and the rest of the page is stored (see
+    quarantine.split); each statement runs in a savepoint for that."""
     counts = Counts(fetched=len(parsed.records) + len(parsed.rejects))
-    rejects: list[Reject] = list(parsed.rejects)
-    records = list(parsed.records)
-    shops = await _resolve(conn, source_id, records)
+    rejects: list[tuple[Reject, str | None]] = [(r, None) for r in parsed.rejects]
+    records, shops = await _matched(conn, source_id, list(parsed.records), rejects)
 
     mapping = [(r, s, w) for r, (s, w) in zip(records, shops, strict=True) if isinstance(r, ShopRecord)]
     known = [(r, s, w) for r, s, w in mapping if s is not None]
     for r, s, _ in mapping:
         if s is None:
-            rejects.append(Reject(_raw(r), "no shop in the register matches this business", r.external_id))
+            why = "no shop in the register matches this business"
+            rejects.append((Reject(_raw(r), why, r.external_id), "shop"))
     if known:
         # one row per business id (the last the page gives), so one statement touches each once
         learned = {r.match.business_id or r.external_id: (s, w) for r, s, w in known}
-        rows = [
-            row["inserted"]
-            async for row in db.queries.upsert_shop_map(
-                conn,
-                source_id=source_id,
-                business_ids=list(learned),
-                shop_ids=[s for s, _ in learned.values()],
-                matched_bys=[w for _, w in learned.values()],
-            )
-        ]
-        _count(counts, rows, len(known))
+        await _learn(conn, source_id, run_id, learned, known, counts, rejects)
         # records later on this page may name the businesses just learned: the mapping comes
         # first in resolve_shops, so for them it now gives these shops (the rest is unchanged)
         shops = [
@@ -229,29 +224,82 @@ async def store(conn: asyncpg.Connection, source_id: int, source: str, run_id: i
         if isinstance(record, ShopRecord):
             continue
         if shop_id is None and not isinstance(record, SentimentRecord):
-            rejects.append(
-                Reject(_raw(record), "no shop in the register matches this record", record.external_id)
-            )
+            why = "no shop in the register matches this record"
+            rejects.append((Reject(_raw(record), why, record.external_id), _KIND[type(record)]))
             continue
         grouped.setdefault(type(record), []).append((record, shop_id))
 
     for kind, items in grouped.items():
         items = _last_of_each(items)
         counts.unchanged += len(grouped[kind]) - len(items)  # the same record twice on one page
-        changed = await _upsert(conn, source, kind, items)
-        _count(counts, changed, len(items))
+        stored, refused = await quarantine.split(conn, items, functools.partial(_upsert, conn, source, kind))
+        for batch, changed in stored:
+            _count(counts, changed, len(batch))
+        for (record, _), why in refused:
+            rejects.append((Reject(_raw(record), why, record.external_id), _KIND[kind]))
+        landed = [record.external_id for batch, _ in stored for record, _ in batch]
+        await quarantine.resolve(conn, run_id, source_id, _KIND[kind], landed)
 
-    if rejects:
-        await db.queries.create_feed_rejects(
-            conn,
-            run_id=run_id,
-            source_id=source_id,
-            external_ids=[r.external_id and r.external_id[:500] for r in rejects],
-            raws=[feed_limits.clip(r.raw) for r in rejects],
-            reasons=[r.reason[:500] for r in rejects],
-        )
+    await quarantine.keep(conn, run_id, source_id, rejects)
     counts.quarantined = len(rejects)
     return counts
+
+
+_KIND: dict[type, str] = {
+    InspectionRecord: "inspection",
+    LicenceRecord: "licence",
+    ReviewRecord: "review",
+    SentimentRecord: "sentiment",
+    ShopRecord: "shop",
+}
+
+
+async def _matched(
+    conn: asyncpg.Connection, source_id: int, records: list[Any], rejects: list[tuple[Reject, str | None]]
+) -> tuple[list[Any], list[tuple[int | None, str | None]]]:
+    """The records the database could look up, in page order, with the shop each is about; one
+    whose values it refuses even to compare (a NUL in a name) is quarantined."""
+    numbered = list(enumerate(records))
+    stored, refused = await quarantine.split(
+        conn, numbered, lambda batch: _resolve(conn, source_id, [r for _, r in batch])
+    )
+    found = {n: shop for batch, shops in stored for (n, _), shop in zip(batch, shops, strict=True)}
+    for (_, record), why in refused:
+        rejects.append((Reject(_raw(record), why, record.external_id), _KIND[type(record)]))
+    kept = sorted(found)
+    return [records[n] for n in kept], [found[n] for n in kept]
+
+
+async def _learn(
+    conn: asyncpg.Connection,
+    source_id: int,
+    run_id: int,
+    learned: dict[str, tuple[int, str | None]],
+    known: list[tuple[ShopRecord, int, str | None]],
+    counts: Counts,
+    rejects: list[tuple[Reject, str | None]],
+) -> None:
+    """The page's business ids mapped to the shops they matched; a business id the database
+    refuses (one too long for its index) quarantines the shop records that carry it."""
+
+    async def upsert(batch: list[tuple[str, tuple[int, str | None]]]) -> list[bool]:
+        rows = db.queries.upsert_shop_map(
+            conn,
+            source_id=source_id,
+            business_ids=[b for b, _ in batch],
+            shop_ids=[s for _, (s, _) in batch],
+            matched_bys=[w for _, (_, w) in batch],
+        )
+        return [row["inserted"] async for row in rows]
+
+    stored, refused = await quarantine.split(conn, list(learned.items()), upsert)
+    why = {business_id: reason for (business_id, _), reason in refused}
+    kept = [r for r, _, _ in known if (r.match.business_id or r.external_id) not in why]
+    for r, _, _ in known:
+        if (reason := why.get(r.match.business_id or r.external_id)) is not None:
+            rejects.append((Reject(_raw(r), reason, r.external_id), "shop"))
+    _count(counts, [flag for _, flags in stored for flag in flags], len(kept))
+    await quarantine.resolve(conn, run_id, source_id, "shop", [r.external_id for r in kept])
 
 
 def _count(counts: Counts, inserted_flags: list[bool], total: int) -> None:

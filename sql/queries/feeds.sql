@@ -54,9 +54,18 @@ UPDATE feed_source SET failures = failures + 1,
 WHERE id = :id
 RETURNING failures;
 
--- name: create_feed_rejects(run_id, source_id, external_ids, raws, reasons)!
-INSERT INTO feed_reject (run_id, source_id, external_id, raw_bytes, reason)
-SELECT :run_id, :source_id, e, r, why FROM unnest(:external_ids::text[], :raws::bytea[], :reasons::text[]) AS u(e, r, why);
+-- name: create_feed_rejects(run_id, source_id, record_keys, reasons, kinds, external_ids, raws, counts)!
+-- A page's rejects, one row per (source, record key, reason): one met again is counted (and
+-- waits again if it had been resolved), never added twice. The runner gives each key once.
+INSERT INTO feed_reject AS j (run_id, source_id, record_key, reason, kind, external_id, raw_bytes, seen_count,
+                              last_run_id, last_seen_at)
+SELECT :run_id, :source_id, k, why, kd, e, r, n, :run_id, now()
+FROM unnest(:record_keys::text[], :reasons::text[], :kinds::text[], :external_ids::text[], :raws::bytea[],
+            :counts::int[]) AS u(k, why, kd, e, r, n)
+ON CONFLICT (source_id, record_key, reason) DO UPDATE SET
+    seen_count = j.seen_count + excluded.seen_count, last_run_id = excluded.last_run_id, last_seen_at = now(),
+    raw_bytes = excluded.raw_bytes, external_id = excluded.external_id, kind = coalesce(excluded.kind, j.kind),
+    resolved_at = NULL, resolved_run_id = NULL;
 
 -- name: resolve_shops(source_id, business_ids, usccs, licence_numbers, names, addresses)
 -- For each record (by position), the shop it is about and how it was found: the source's own
@@ -201,7 +210,7 @@ RETURNING id;
 SELECT s.name, s.kind, s.enabled, s.interval_seconds, s.failures, s.paused_until, s.last_success_at,
        now() - s.last_success_at AS lag,
        r.started_at, r.finished_at, r.status, r.fetched, r.inserted, r.updated, r.unchanged, r.quarantined, r.error,
-       (SELECT count(*) FROM feed_reject j WHERE j.source_id = s.id) AS rejects
+       (SELECT count(*) FROM feed_reject j WHERE j.source_id = s.id AND j.resolved_at IS NULL) AS rejects
 FROM feed_source s
 LEFT JOIN LATERAL (SELECT * FROM feed_run x WHERE x.source_id = s.id ORDER BY x.id DESC LIMIT 1) r ON true
 ORDER BY s.name;
@@ -248,3 +257,35 @@ WITH numbered AS (
 flagged AS (UPDATE feed_source SET unstable_ids = true WHERE name = :source)
 UPDATE inspection i SET external_id = n.new_id
 FROM numbered n WHERE i.id = n.id AND n.external_id NOT LIKE 'ck:%';
+
+-- name: resolve_feed_rejects(run_id, source_id, kind, external_ids)!
+-- Records just stored: the rejects waiting under their external ids are resolved (kept as
+-- history). A parser's reject (no kind) is resolved by any record but a shop record, whose id
+-- is a business id, not the id of the record that was refused.
+UPDATE feed_reject j SET resolved_at = now(), resolved_run_id = :run_id
+FROM unnest(:external_ids::text[]) AS u(e)
+WHERE j.source_id = :source_id AND j.resolved_at IS NULL AND j.external_id = u.e
+  AND (j.kind = :kind OR (j.kind IS NULL AND :kind <> 'shop'));
+
+-- name: list_feed_runs(source_id, n)
+-- A source's last runs, newest first.
+SELECT id, started_at, finished_at, status, fetched, inserted, updated, unchanged, quarantined, error
+FROM feed_run WHERE source_id = :source_id ORDER BY id DESC LIMIT :n;
+
+-- name: list_feed_reject_reasons(source_id, samples)
+-- What waits in a source's quarantine, grouped by reason: how many records, how often they were
+-- seen, and a few samples (the most recently seen) of each.
+SELECT reason, count(*) AS records, sum(seen_count) AS seen, max(last_seen_at) AS last_seen_at,
+       (SELECT jsonb_agg(jsonb_build_object('external_id', x.external_id, 'seen', x.seen_count,
+                                            'raw', encode(x.raw, 'base64')))
+        FROM (SELECT y.external_id, y.seen_count, substring(coalesce(y.raw_bytes, convert_to(y.raw, 'UTF8')) FROM 1 FOR 400) AS raw
+              FROM feed_reject y
+              WHERE y.source_id = :source_id AND y.reason = j.reason AND y.resolved_at IS NULL
+              ORDER BY y.last_seen_at DESC, y.id DESC LIMIT :samples) x) AS samples
+FROM feed_reject j
+WHERE j.source_id = :source_id AND j.resolved_at IS NULL
+GROUP BY reason
+ORDER BY count(*) DESC, reason;
+
+-- name: count_resolved_feed_rejects(source_id)$
+SELECT count(*) FROM feed_reject WHERE source_id = :source_id AND resolved_at IS NOT NULL;
