@@ -4,6 +4,7 @@ a LIVES business_id that is a licence number."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import http.server
 import io
@@ -17,8 +18,10 @@ import msgspec
 import pytest
 
 from merchant_code import db
+from merchant_code.codes import new_shop_code
 from merchant_code.feeds import runner
 from tests import factories
+from tests.test_audit import _cli
 
 FHRS = Path(__file__).parent / "fixtures" / "feeds" / "fhrs"
 
@@ -195,3 +198,127 @@ async def test_a_lives_business_id_that_is_a_licence_number_matches_its_shop_and
         ("JY13101990000010", "no shop in the register matches this business"),
         ("JY13101990000010|2025-03-02|1", "no shop in the register matches this record"),
     ]
+
+
+async def test_feeds_unmatched_lists_what_waits_and_feeds_map_lands_it_at_the_next_pull(
+    db_url: str, conn: asyncpg.Connection, files: Files, tmp_path: Path
+) -> None:
+    dragon_id, dragon = await factories.shop(conn, name="Golden Dragon Restaurant")
+    garden_id, garden = await factories.shop(conn, name="茶社")
+    other_id, other = await factories.shop(conn, name="其他")
+    await conn.execute("UPDATE shop SET address = '1 Other Street' WHERE id = $1", dragon_id)
+    await conn.execute("UPDATE shop SET address = '9 Garden Lane' WHERE id = $1", garden_id)
+
+    def establishment(fhrsid: int, name: str, address: str) -> dict[str, object]:
+        return {"FHRSID": fhrsid, "BusinessName": name, "AddressLine1": address, "RatingValue": "5",
+                "RatingDate": f"2025-02-0{fhrsid % 10}T00:00:00"}  # fmt: skip
+
+    body = {
+        "establishments": [
+            establishment(5001, "Golden Dragon", "88 River Road"),
+            establishment(5002, "Tea Corner", "9 Garden Lane"),
+            establishment(5003, "Nowhere Cafe", "77 Nowhere"),
+        ],
+        "meta": {"totalPages": 1},
+    }
+    files["/Establishments"] = (msgspec.json.encode(body), "application/json")
+    added = await asyncio.to_thread(
+        _cli, db_url, "feeds", "add", "uk", "--kind", "fhrs", "--url", files.base + "/Establishments",
+        "--allow-private",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    ran = await asyncio.to_thread(_cli, db_url, "feeds", "run", "uk")
+    assert ran.returncode == 0 and "quarantined 6" in ran.stdout, (ran.stdout, ran.stderr)
+
+    listed = await asyncio.to_thread(_cli, db_url, "feeds", "unmatched", "uk")
+    assert listed.returncode == 0, listed.stderr
+    out = listed.stdout
+    assert "uk: 3 business(es) wait for a shop" in out
+    assert "5001  Golden Dragon, 88 River Road  (2 record(s) waiting)" in out
+    assert f"best candidate: {dragon} Golden Dragon Restaurant, 1 Other Street (similar name)" in out
+    assert f"map it: merchant-code feeds map uk 5001 {dragon}" in out
+    assert f"best candidate: {garden} 茶社, 9 Garden Lane (same address)" in out
+    assert "5003  Nowhere Cafe, 77 Nowhere  (2 record(s) waiting)\n    no candidate shop" in out
+
+    mapped = await asyncio.to_thread(_cli, db_url, "feeds", "map", "uk", "5001", dragon.lower())
+    assert mapped.returncode == 0, mapped.stderr
+    assert f"uk: 5001 -> {dragon} (Golden Dragon Restaurant)" in mapped.stdout
+    assert "2 record(s) waiting in quarantine for these businesses land at the next pull" in mapped.stdout
+    event = await conn.fetchrow("SELECT action, object_id, detail FROM audit_event ORDER BY id DESC LIMIT 1")
+    assert (event["action"], event["object_id"]) == ("feed.map", "uk")
+    assert event["detail"]["external_id"] == "5001" and event["detail"]["shop_code"] == dragon
+
+    again = await asyncio.to_thread(_cli, db_url, "feeds", "run", "uk")
+    assert again.returncode == 0, again.stderr
+    assert await inspections(conn, "uk") == {"5001|2025-02-01T00:00:00": dragon_id}
+    assert (await mapping(conn, "uk"))["5001"] == (dragon_id, "manual")
+    listed = await asyncio.to_thread(_cli, db_url, "feeds", "unmatched", "uk")
+    assert "uk: 2 business(es) wait" in listed.stdout and "5001" not in listed.stdout
+
+    # a file with one bad line changes nothing, and names the line
+    nowhere = new_shop_code()
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"external_id,shop_code\n5002,{garden}\n5003,{nowhere}\n")
+    refused = await asyncio.to_thread(_cli, db_url, "feeds", "map", "uk", "--csv", str(bad))
+    assert refused.returncode == 2, (refused.stdout, refused.stderr)
+    assert refused.stderr.strip().count("\n") == 0 and "line 3" in refused.stderr
+    assert f"no shop has the code {nowhere}" in refused.stderr and "Traceback" not in refused.stderr
+    assert "5002" not in await mapping(conn, "uk")
+
+    good = tmp_path / "good.csv"
+    # a BOM, header case, CRLF, a column more: as spreadsheets write them
+    rows = f"5002,by hand,{garden}\r\n5003,,{other}\r\n5001,moved,{other}\r\n"
+    good.write_text("\ufeffExternal_ID,note,Shop_Code\r\n" + rows)
+    applied = await asyncio.to_thread(_cli, db_url, "feeds", "map", "uk", "--csv", str(good))
+    assert applied.returncode == 0, applied.stderr
+    assert f"uk: 5001 -> {other} (其他), replacing {dragon}" in applied.stdout
+    assert await mapping(conn, "uk") == {
+        "5001": (other_id, "manual"), "5002": (garden_id, "manual"), "5003": (other_id, "manual")
+    }
+    assert await conn.fetchval("SELECT count(*) FROM audit_event WHERE action = 'feed.map'") == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["map", "nothing-here", "5001", "CODE"], "no feed source is named 'nothing-here'"),
+        (["map", "uk", "5001", "NOT-A-CODE"], "shop code 'NOT-A-CODE'"),
+        (["map", "uk", "5001"], "give EXTERNAL_ID SHOP_CODE, or --csv FILE"),
+        (["map", "uk", "5001", "X", "--csv", "f.csv"], "not both"),
+        (["map", "uk", "--csv", "/nonexistent/f.csv"], "cannot read /nonexistent/f.csv"),
+        (["unmatched", "nothing-here"], "no feed source is named 'nothing-here'"),
+        (["unmatched", "uk", "--limit", "0"], "--limit must be at least 1"),
+    ],
+)
+async def test_bad_arguments_to_map_and_unmatched_are_one_line_and_exit_2(
+    db_url: str, conn: asyncpg.Connection, args: list[str], says: str
+) -> None:
+    await source(conn, "fhrs", "uk", "http://127.0.0.1:9/Establishments")
+    done = await asyncio.to_thread(_cli, db_url, "feeds", *args)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert says in done.stderr and done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "line 1 must be a header naming external_id and shop_code"),
+        ("5001,{code}\n", "line 1 must be a header"),
+        ("external_id,shop_code\n", "no mappings after the header"),
+        ("external_id,shop_code\n5001,{code}\n5002\n", "line 3: 1 fields, the header has 2"),
+        ("external_id,shop_code\n5001,{code}\n5001,{code}\n", "line 3: external id '5001' is mapped"),
+        ("external_id,shop_code\n,{code}\n", "line 2: external id must be"),
+        ('external_id,shop_code\n"5001,{code}\n', "line 2"),
+    ],
+)
+async def test_a_malformed_mapping_file_is_refused_whole_naming_its_line(
+    db_url: str, conn: asyncpg.Connection, tmp_path: Path, text: str, says: str
+) -> None:
+    await source(conn, "fhrs", "uk", "http://127.0.0.1:9/Establishments")
+    _, code = await factories.shop(conn)
+    path = tmp_path / "map.csv"
+    path.write_text(text.format(code=code))
+    done = await asyncio.to_thread(_cli, db_url, "feeds", "map", "uk", "--csv", str(path))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert says in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+    assert await conn.fetchval("SELECT count(*) FROM feed_shop_map") == 0
