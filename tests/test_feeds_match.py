@@ -19,6 +19,7 @@ import pytest
 
 from merchant_code import db
 from merchant_code.codes import new_shop_code
+from merchant_code.feeds import mapping as feed_mapping
 from merchant_code.feeds import runner
 from tests import factories
 from tests.test_audit import _cli
@@ -322,3 +323,27 @@ async def test_a_malformed_mapping_file_is_refused_whole_naming_its_line(
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert says in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
     assert await conn.fetchval("SELECT count(*) FROM feed_shop_map") == 0
+
+
+async def test_a_business_with_only_a_position_gets_the_nearest_shop_within_300_m(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, files: Files
+) -> None:
+    near_id, near = await factories.shop(conn, name="街角")
+    far_id, _ = await factories.shop(conn, name="远处")
+    await conn.execute("UPDATE shop SET lat = 31.19330, lon = 121.43720 WHERE id = $1", near_id)
+    await conn.execute("UPDATE shop SET lat = 31.30000, lon = 121.50000 WHERE id = $1", far_id)
+    body = {
+        "establishments": [
+            {"FHRSID": 6001, "geocode": {"longitude": "121.4371", "latitude": "31.1932"}},
+            {"FHRSID": 6002, "geocode": {"longitude": "121.0", "latitude": "31.0"}},
+        ]
+    }
+    files["/Establishments"] = (msgspec.json.encode(body), "application/json")
+    await source(conn, "fhrs", "uk", files.base + "/Establishments")
+    assert (await runner.run_source(pool, "uk", deadline=60)).status == "ok"
+    total, waiting = await feed_mapping.unmatched(conn, "uk", limit=10)
+    assert total == 2
+    assert {(w.business_id, w.candidate_code, w.why) for w in waiting} == {
+        ("6001", near, "nearby"),
+        ("6002", None, None),
+    }

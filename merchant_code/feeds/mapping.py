@@ -189,7 +189,7 @@ async def _waiting(conn: asyncpg.Connection, source_id: int, only: set[str] | No
             continue
         entry = found.setdefault(business_id, {"keys": set(), "business_id": business_id})
         entry["keys"].add((row["reason"], row["external_id"]))
-        if match.name or match.address:  # the business as the source describes it
+        if row["reason"].endswith("business"):  # the business as the source describes it
             entry.update(
                 name=match.name,
                 address=match.address,
