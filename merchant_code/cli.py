@@ -17,7 +17,7 @@ from typing import Any
 
 from merchant_code import commands
 from merchant_code.embedded import embedded_postgres
-from merchant_code.errors import DomainError, StartupError
+from merchant_code.errors import BadArgument, DomainError, StartupError
 from merchant_code.migrate import MigrationError
 from merchant_code.settings import Settings, SettingsError
 
@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         ("remove", "delete a source with its runs, quarantine and mapping (the records it brought stay)"),
     ):
         feeds_sub.add_parser(action, help=text).add_argument("source")
+    _feed_map_parsers(feeds_sub)
 
     channels = sub.add_parser(
         "channels", help="outbound channels of policy pushes (SMS or messaging gateways)"
@@ -128,6 +129,23 @@ def _parser() -> argparse.ArgumentParser:
     claim.add_argument("code")
     _qr_parser(sub)
     return parser
+
+
+def _feed_map_parsers(feeds_sub: Any) -> None:
+    mapping = feeds_sub.add_parser(
+        "map", help="map a source's business id to a shop by hand (audited); many at once with --csv"
+    )
+    mapping.add_argument("source")
+    mapping.add_argument("external_id", nargs="?", help="the business id the source gives")
+    mapping.add_argument("shop_code", nargs="?", help="the shop's code")
+    mapping.add_argument(
+        "--csv", metavar="FILE", help="columns external_id,shop_code with a header; all or nothing"
+    )
+    unmatched = feeds_sub.add_parser(
+        "unmatched", help="businesses waiting in quarantine for a shop, each with the shop most like it"
+    )
+    unmatched.add_argument("source")
+    unmatched.add_argument("--limit", type=int, default=50, help="list at most this many (default 50)")
 
 
 def _audit_parser(sub: Any) -> None:
@@ -208,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             _fail(problem, 2)
         with database(settings) as url:
             run(settings, url)
-    except SettingsError as exc:
+    except (SettingsError, BadArgument) as exc:
         _fail(str(exc), 2)
     except (StartupError, MigrationError, DomainError) as exc:
         _fail(str(exc), 1)

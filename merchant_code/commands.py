@@ -546,6 +546,12 @@ async def _feeds(url: str, args: argparse.Namespace) -> None:
             if args.action in ("disable", "enable", "remove"):
                 print(await _change_source(conn, args.action, args.source))
                 return
+            if args.action == "map":
+                await _map(conn, args)
+                return
+            if args.action == "unmatched":
+                await _unmatched(conn, args.source, args.limit)
+                return
             names = (
                 [args.source]
                 if args.source
@@ -579,3 +585,63 @@ def _progress(name: str) -> Any:
               end="", file=sys.stderr, flush=True)  # fmt: skip
 
     return show
+
+
+def _shown(value: object) -> str:
+    """A value from a feed or a file, printable on a terminal (no escape sequences)."""
+    return "".join(ch if ch.isprintable() else "?" for ch in str(value))
+
+
+async def _map(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from merchant_code.errors import BadArgument
+    from merchant_code.feeds import mapping
+
+    if args.csv is not None and (args.external_id or args.shop_code):
+        raise BadArgument("give EXTERNAL_ID SHOP_CODE or --csv FILE, not both")
+    if args.csv is not None:
+        try:
+            data = await asyncio.to_thread(Path(args.csv).read_bytes)
+        except OSError as exc:
+            raise BadArgument(f"cannot read {args.csv}: {exc.strerror or exc}") from None
+        pairs = mapping.read_csv(data, args.csv)
+    elif args.external_id and args.shop_code:
+        pairs = [mapping.Pair(None, args.external_id, args.shop_code)]
+    else:
+        raise BadArgument("give EXTERNAL_ID SHOP_CODE, or --csv FILE")
+    added = await mapping.add(conn, args.source, pairs, origin=args.csv)
+    for m in added.mapped[:20]:
+        replacing = f", replacing {m.previous}" if m.previous and m.previous != m.shop_code else ""
+        print(f"{args.source}: {_shown(m.external_id)} -> {m.shop_code} ({_shown(m.shop_name)}){replacing}")
+    if len(added.mapped) > 20:
+        print(f"... and {len(added.mapped) - 20} more: {len(added.mapped)} mapping(s) added")
+    if added.waiting:
+        print(
+            f"{added.waiting} record(s) waiting in quarantine for these businesses land at the next pull"
+            f" (merchant-code feeds run {args.source})"
+        )
+
+
+async def _unmatched(conn: asyncpg.Connection, source: str, limit: int) -> None:
+    from merchant_code.errors import BadArgument
+    from merchant_code.feeds import mapping
+
+    if limit < 1:
+        raise BadArgument("--limit must be at least 1")
+    total, waiting = await mapping.unmatched(conn, source, limit)
+    if not total:
+        print(f"{source}: nothing waits for a shop")
+        return
+    more = f" (the {len(waiting)} with most records shown)" if total > len(waiting) else ""
+    print(f"{source}: {total} business(es) wait for a shop{more}")
+    for w in waiting:
+        given = (w.name, w.address, w.postal_code)
+        where = ", ".join(_shown(part) for part in given if part) or "no name or address given"
+        print(f"{_shown(w.business_id)}  {where}  ({w.records} record(s) waiting)")
+        if w.candidate_code is None:
+            print("    no candidate shop: add the shop to the register, or map it by hand")
+            continue
+        shop = f"{w.candidate_code} {_shown(w.candidate_name)}, {_shown(w.candidate_address)}"
+        print(f"    best candidate: {shop} ({w.why})")
+        print(f"    map it: merchant-code feeds map {source} {_shown(w.business_id)} {w.candidate_code}")

@@ -115,6 +115,11 @@ class StartupError(Exception):
     """The service cannot start; the message is one line a person can act on."""
 
 
+class BadArgument(DomainError):
+    """A command's argument, or a file it names, that cannot be used (an unknown source or shop
+    code, a malformed file): the CLI says so in one line and exits 2."""
+
+
 class Problem(msgspec.Struct, omit_defaults=True):
     type: str
     title: str

@@ -42,10 +42,12 @@ def rated(fhrsid: str, when: str, rating: str, **fields: object) -> InspectionRe
 
 def test_page_one_numeric_and_word_ratings_casing_and_placeholders() -> None:
     parsed = fhrs.parse(page("page1"), CONFIG)
+    # LocalAuthorityBusinessID that is no USCC is tried as a licence number
     assert parsed.records == [
         # empty address lines skipped, empty phone is none, geocode decimal strings
         shop(
             "1001",
+            licence_number="PI/000012345",
             name="The Golden Spoon",
             address="12 High Street, Ealing, London",
             postal_code="W5 5DB",
@@ -56,6 +58,7 @@ def test_page_one_numeric_and_word_ratings_casing_and_placeholders() -> None:
         # AwaitingInspection with 0001-01-01: the shop only; empty geocode strings are unknown
         shop(
             "1002",
+            licence_number="PI/000012399",
             name="Kebab Corner",
             address="3 Station Parade",
             postal_code="W5 3LD",
@@ -64,6 +67,7 @@ def test_page_one_numeric_and_word_ratings_casing_and_placeholders() -> None:
         # capitalised `Scores`/`Geocode`; one empty-string score makes the sum unknown
         shop(
             "1003",
+            licence_number="PI/000012400",
             name="Corner Shop Express",
             address="77 Uxbridge Road, London",
             postal_code="W13 8RA",
@@ -72,7 +76,12 @@ def test_page_one_numeric_and_word_ratings_casing_and_placeholders() -> None:
         ),
         rated("1003", "2022-11-21T00:00:00", "2", result="rectify"),
         # Exempt with a null RatingDate: the shop only
-        shop("1004", name="St Mary's Church Hall", address="Church Lane, Ealing", postal_code="W5 4AA"),
+        shop(
+            "1004",
+            name="St Mary's Church Hall",
+            address="Church Lane, Ealing",
+            postal_code="W5 4AA",
+        ),
     ]
     [reject] = parsed.rejects
     assert reject.reason == "establishment without FHRSID"
@@ -249,3 +258,82 @@ def test_random_mutations_give_records_and_rejects_or_feed_error_never_anything_
         assert all(isinstance(r, ShopRecord | InspectionRecord) for r in parsed.records)
         assert all(isinstance(r.raw, bytes) and r.reason for r in parsed.rejects)
     assert parsed_count > 50
+
+
+def bulk_records() -> list[ShopRecord | InspectionRecord]:
+    """What tests/fixtures/feeds/fhrs/bulk.json and bulk.xml hold, the same establishments."""
+    return [
+        # LocalAuthorityBusinessID holding a USCC matches as one; `Geocode` with `Longitude`
+        shop(
+            "3001",
+            uscc="92310199MA1FL0A1XR",
+            name="Harbour Noodles",
+            address="5 Quay Road, Shanghai",
+            postal_code="200030",
+            lat=31.1932,
+            lon=121.4371,
+        ),
+        # a bulk file's date has no time; the id keeps the API's form
+        rated("3001", "2025-03-14T00:00:00", "5", result="pass", score=5.0),
+        # a nil RatingDate, empty Scores and Geocode: the shop only, nothing unknown invented
+        shop("3002", licence_number="JY13101990000002", name="Tea Corner", address="9 Garden Lane"),
+        shop(
+            "3003",
+            licence_number="25/00313/FOOD",
+            name="Dumpling House",
+            address="12 Long Street",
+            lat=31.2,
+            lon=121.44,
+        ),
+        rated("3003", "2024-11-05T00:00:00", "2", result="rectify", score=30.0),
+    ]
+
+
+def test_a_bulk_open_data_json_file_is_read_like_the_api() -> None:
+    parsed = fhrs.parse(page("bulk"), CONFIG)
+    assert parsed.records == bulk_records()
+    [reject] = parsed.rejects
+    assert (reject.reason, reject.external_id) == (
+        "unusable establishment: Expected `str | null`, got `int` - at `$.BusinessName`",
+        "3004",
+    )
+    assert msgspec.json.decode(reject.raw)["BusinessName"] == 42
+
+
+def test_a_bulk_open_data_xml_file_gives_the_same_records() -> None:
+    parsed = fhrs.parse(Page((FIXTURES / "bulk.xml").read_bytes()), CONFIG)
+    assert parsed.records == bulk_records()
+    [reject] = parsed.rejects
+    assert reject.reason == "establishment without FHRSID"
+    assert reject.raw.startswith(b"<EstablishmentDetail>") and reject.raw.endswith(b"</EstablishmentDetail>")
+    assert b"No Id Stall" in reject.raw
+
+
+@pytest.mark.parametrize(
+    "collection",
+    [
+        # newer files: the collection is the list itself
+        b'[{"FHRSID": "7", "BusinessName": "A"}]',
+        # an XML-to-JSON converter writes a single child as an object, not a list of one
+        b'{"EstablishmentDetail": {"FHRSID": "7", "BusinessName": "A"}}',
+        b'{"EstablishmentDetail": [{"FHRSID": 7, "businessName": "A"}]}',
+    ],
+)
+def test_every_bulk_json_collection_shape_is_read(collection: bytes) -> None:
+    head = b'{"FHRSEstablishment": {"Header": {"ItemCount": "1"}, "EstablishmentCollection": '
+    body = head + collection + b"}}"
+    assert fhrs.parse(Page(body), CONFIG).records == [shop("7", name="A")]
+
+
+def test_an_empty_bulk_file_is_no_records_and_xml_declarations_are_refused() -> None:
+    empty = b'{"FHRSEstablishment": {"Header": {"ItemCount": "0"}, "EstablishmentCollection": null}}'
+    assert fhrs.parse(Page(empty), CONFIG) == fhrs.Parsed(records=[], rejects=[])
+    xxe = (
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+        b"<FHRSEstablishment><EstablishmentCollection><EstablishmentDetail><FHRSID>&e;</FHRSID>"
+        b"</EstablishmentDetail></EstablishmentCollection></FHRSEstablishment>"
+    )
+    with pytest.raises(FeedError, match="DOCTYPE"):
+        fhrs.parse(Page(xxe), CONFIG)
+    with pytest.raises(FeedError, match="not an establishments list"):
+        fhrs.parse(Page(b"<FHRSEstablishment><Header>"), CONFIG)

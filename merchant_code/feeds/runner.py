@@ -328,7 +328,8 @@ async def _resolve(
         business_ids=[r.match.business_id for r in records],
         # a source that keys businesses by their USCC (as the demo's provider does) is matched by it
         usccs=[r.match.uscc or _as_uscc(r.match.business_id) for r in records],
-        licence_numbers=[r.match.licence_number for r in records],
+        # and one that keys them by a licence number (a LIVES business_id often is one)
+        licence_numbers=[r.match.licence_number or _as_licence(r.match.business_id) for r in records],
         names=[r.match.name for r in records],
         addresses=[r.match.address for r in records],
     )
@@ -370,6 +371,13 @@ def _as_uscc(value: str | None) -> str | None:
         return parse_uscc(value)
     except InvalidInput:
         return None
+
+
+def _as_licence(value: str | None) -> str | None:
+    """A business id tried as a licence number: a USCC is not one (the USCC lookup has it)."""
+    if value is None or not value.strip() or _as_uscc(value) is not None:
+        return None
+    return value.strip()
 
 
 async def _upsert(

@@ -80,9 +80,14 @@ FROM unnest(:business_ids::text[], :usccs::text[], :licence_numbers::text[], :na
 LEFT JOIN feed_shop_map m ON m.source_id = :source_id AND m.business_id = u.business_id
 LEFT JOIN shop by_uscc ON by_uscc.uscc = u.uscc
 -- (each lookup tests its own key for NULL first, so a record without one costs no scan)
-LEFT JOIN LATERAL (SELECT l.shop_id FROM licence l
+-- A licence number names the shop of a live licence first (active, not expired), else of any
+-- licence with it; one that names two shops at that tier names none (name and address decide).
+LEFT JOIN LATERAL (SELECT CASE WHEN count(DISTINCT l.shop_id) = 1 THEN min(l.shop_id) END AS shop_id
+                   FROM licence l
                    WHERE u.licence_number IS NOT NULL AND l.number = u.licence_number
-                   ORDER BY l.id LIMIT 1) by_licence ON true
+                   GROUP BY l.status = 'active' AND (l.valid_to IS NULL OR l.valid_to >= current_date)
+                   ORDER BY l.status = 'active' AND (l.valid_to IS NULL OR l.valid_to >= current_date) DESC
+                   LIMIT 1) by_licence ON true
 LEFT JOIN LATERAL (SELECT s.id FROM shop s
                    WHERE u.name IS NOT NULL AND u.address IS NOT NULL AND s.name = u.name AND s.address = u.address
                    ORDER BY s.id LIMIT 1) by_name ON true
@@ -289,3 +294,59 @@ ORDER BY count(*) DESC, reason;
 
 -- name: count_resolved_feed_rejects(source_id)$
 SELECT count(*) FROM feed_reject WHERE source_id = :source_id AND resolved_at IS NOT NULL;
+
+-- name: list_shops_by_codes(codes)
+SELECT id, code, name FROM shop WHERE code = ANY(:codes::text[]);
+
+-- name: upsert_manual_shop_maps(source_id, business_ids, shop_ids)
+-- Mappings a person made (feeds map): added, or replacing what was learned or mapped before;
+-- answers each with the shop it named before, if any (for the audit trail).
+WITH given AS (SELECT b, s FROM unnest(:business_ids::text[], :shop_ids::bigint[]) AS u(b, s)),
+     before AS (SELECT m.business_id, p.code FROM feed_shop_map m JOIN shop p ON p.id = m.shop_id
+                WHERE m.source_id = :source_id AND m.business_id IN (SELECT b FROM given)),
+     up AS (INSERT INTO feed_shop_map AS m (source_id, business_id, shop_id, matched_by, confidence)
+            SELECT :source_id, b, s, 'manual', 1 FROM given
+            ON CONFLICT (source_id, business_id) DO UPDATE SET shop_id = excluded.shop_id, matched_by = 'manual',
+                                                             confidence = 1, learned_at = now()
+            RETURNING m.business_id)
+SELECT up.business_id, before.code AS previous FROM up LEFT JOIN before USING (business_id);
+
+-- name: list_unmatched_feed_rejects(source_id)
+-- What waits in quarantine because no shop matched it (the runner keeps such a record as JSON).
+SELECT external_id, reason, raw_bytes FROM feed_reject
+WHERE source_id = :source_id AND resolved_at IS NULL AND reason LIKE 'no shop in the register matches%'
+ORDER BY id;
+
+-- name: list_mapped_business_ids(source_id, business_ids)
+SELECT business_id FROM feed_shop_map WHERE source_id = :source_id AND business_id = ANY(:business_ids::text[]);
+
+-- name: list_shop_candidates(names, addresses, lats, lons)
+-- For each waiting business (by position) the shop most like it: one at the same address, else
+-- the most similar name (shared two-character fragments, Jaccard at least 0.3), else the nearest
+-- within about 300 m. Each lookup walks its own index.
+SELECT u.n, c.code, c.name, c.address, c.why
+FROM unnest(:names::text[], :addresses::text[], :lats::float8[], :lons::float8[])
+     WITH ORDINALITY AS u(name, address, lat, lon, n)
+LEFT JOIN LATERAL (
+    SELECT code, name, address, why FROM (
+        (SELECT s.code, s.name, s.address, 'same address' AS why, 0 AS rank FROM shop s
+         WHERE u.address IS NOT NULL AND s.address = u.address ORDER BY s.id LIMIT 1)
+        UNION ALL
+        (SELECT x.code, x.name, x.address, 'similar name', 1 FROM (
+             SELECT s.id, s.code, s.name, s.address,
+                    cardinality(ARRAY(SELECT unnest(name_bigrams(s.name)) INTERSECT SELECT unnest(name_bigrams(u.name))))::float8
+                    / greatest(cardinality(ARRAY(SELECT unnest(name_bigrams(s.name)) UNION SELECT unnest(name_bigrams(u.name)))), 1)
+                    AS likeness
+             FROM shop s
+             WHERE u.name IS NOT NULL AND name_bigrams(s.name) && name_bigrams(u.name)) x
+         WHERE x.likeness >= 0.3 ORDER BY x.likeness DESC, x.id LIMIT 1)
+        UNION ALL
+        (SELECT y.code, y.name, y.address, 'nearby', 2 FROM (
+             SELECT s.code, s.name, s.address, point(s.lon, s.lat) <-> point(u.lon, u.lat) AS degrees
+             FROM shop s
+             WHERE u.lat IS NOT NULL AND u.lon IS NOT NULL AND s.lat IS NOT NULL AND s.lon IS NOT NULL
+             ORDER BY point(s.lon, s.lat) <-> point(u.lon, u.lat) LIMIT 1) y
+         WHERE y.degrees < 0.003)
+    ) found ORDER BY rank LIMIT 1
+) c ON true
+ORDER BY u.n;
