@@ -80,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     run = feeds_sub.add_parser("run", help="pull one source (or every enabled one) now")
     run.add_argument("source", nargs="?")
     feeds_sub.add_parser("status", help="each source's last run, counts, lag and rejects")
+    quality = feeds_sub.add_parser(
+        "quality", help="each source's data-quality report (a failing one raises a case for its owner)"
+    )
+    quality.add_argument("source", nargs="?")
     for action, text in (
         ("disable", "stop pulling a source (kept, with its history; `enable` resumes it)"),
         ("enable", "pull a disabled source again"),
