@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--verbose", action="store_true", help="also the last runs and the quarantine by reason, with samples"
     )
+    quality = feeds_sub.add_parser(
+        "quality", help="each source's data-quality report (a failing one raises a case for its owner)"
+    )
+    quality.add_argument("source", nargs="?")
     for action, text in (
         ("disable", "stop pulling a source (kept, with its history; `enable` resumes it)"),
         ("enable", "pull a disabled source again"),

@@ -91,6 +91,10 @@ def serve(settings: Settings, url: str) -> None:
     ).serve()
 
 
+# seconds after the demo starts when its LIVES publisher starts to drift
+DEMO_DRIFT_SECONDS = 900
+
+
 def demo(settings: Settings, url: str) -> None:
     feed_provider = asyncio.run(_prepare_demo(settings, url))
     try:
@@ -119,7 +123,10 @@ async def _prepare_demo(settings: Settings, url: str) -> Any:
         claim = await db.queries.get_demo_claim_shop(conn)
         claim_code = await accounts.issue_claim_code(conn, claim["code"]) if claim else None
         # a local provider serving the district in the five feed formats, pulled by the scheduler
-        feed_provider = demo_feeds.start(await demo_feeds.load_shops(conn), settings.demo_seed)
+        # its LIVES publisher drifts after a while, so the quality report has something to show
+        feed_provider = demo_feeds.start(
+            await demo_feeds.load_shops(conn), settings.demo_seed, drift_after=DEMO_DRIFT_SECONDS
+        )
         sources = demo_feeds.demo_sources(feed_provider.base_url)
         await demo_feeds.register(conn, sources)
     finally:
@@ -154,6 +161,11 @@ async def _prepare_demo(settings: Settings, url: str) -> Any:
     print(f"  feeds: a local provider at {feed_provider.base_url} serves the district as")
     print("    " + ", ".join(f"{s.name} ({s.kind})" for s in sources))
     print("    the scheduler pulls them; `merchant-code feeds status` shows each source's runs")
+    print(
+        f"  data quality: {base}/manage/feeds (manager) or `merchant-code feeds quality`; after"
+        f" {DEMO_DRIFT_SECONDS // 60} minutes demo-lives renames a column and inverts its scores:"
+        " its report fails and a data-quality case opens for the food safety division"
+    )
     return feed_provider
 
 
@@ -496,6 +508,7 @@ async def _feeds(url: str, args: argparse.Namespace) -> None:
     import json
 
     from merchant_code.feeds import limits as feed_limits
+    from merchant_code.feeds import quality as feed_quality
     from merchant_code.feeds import runner
     from merchant_code.feeds import status as feed_status
 
@@ -519,6 +532,7 @@ async def _feeds(url: str, args: argparse.Namespace) -> None:
                         module.Config,
                     )
                     feed_limits.from_config(config)
+                    feed_quality.thresholds_for(args.kind, config)
                 except msgspec.ValidationError as exc:
                     raise DomainError(f"the {args.kind} source's options are not valid: {exc}") from None
                 if args.interval < 60:
@@ -551,6 +565,9 @@ async def _feeds(url: str, args: argparse.Namespace) -> None:
                 return
             if args.action == "unmatched":
                 await _unmatched(conn, args.source, args.limit)
+                return
+            if args.action == "quality":
+                await _print_quality(conn, args.source)
                 return
             names = (
                 [args.source]
@@ -645,3 +662,31 @@ async def _unmatched(conn: asyncpg.Connection, source: str, limit: int) -> None:
         shop = f"{w.candidate_code} {_shown(w.candidate_name)}, {_shown(w.candidate_address)}"
         print(f"    best candidate: {shop} ({w.why})")
         print(f"    map it: merchant-code feeds map {source} {_shown(w.business_id)} {w.candidate_code}")
+
+
+async def _print_quality(conn: asyncpg.Connection, name: str | None) -> None:
+    """One block per source, its failing measures marked; a failing source's case is raised (or
+    the open one named)."""
+    from merchant_code.errors import BadArgument
+    from merchant_code.feeds import quality, quality_cases
+
+    now = datetime.datetime.now(datetime.UTC)
+    reports = await quality.build(conn, name, now=now)
+    if name is not None and not reports:
+        raise BadArgument(f"no feed source is named {name!r} (see `merchant-code feeds status`)")
+    if not reports:
+        print("no feed sources (merchant-code feeds add NAME --kind K --url U)")
+        return
+    cases = {r.source: r for r in await quality_cases.raise_cases(conn, reports, now)}
+    for report in reports:
+        verdict = "ok" if report.ok else "FAILING: " + ", ".join(report.failing)
+        print(f"{report.source} ({report.kind}, owner {report.department}): {verdict}")
+        for m in report.measures:
+            mark = {True: "  ok  ", False: "  FAIL", None: "  --  "}[m.ok]
+            print(f"{mark} {m.name:<12} {m.detail}")
+        if report.quarantine:
+            reasons = "; ".join(f"{q.count} x {q.reason}" for q in report.quarantine[:5])
+            print(f"       quarantine by reason: {reasons}")
+        if report.source in cases:
+            case = cases[report.source]
+            print(f"       case {case.case_number} " + ("opened" if case.opened else "already open"))

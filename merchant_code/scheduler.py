@@ -26,6 +26,7 @@ class Job(msgspec.Struct, frozen=True):
 def registered_jobs() -> list[Job]:
     """Every periodic job; the issues that add feeds, pushes and cases add theirs here."""
     from merchant_code import audit_checkpoints, auth, cases, exports, policies, profiles
+    from merchant_code.feeds import quality_cases
 
     return [
         Job(id="auth-housekeeping", func=auth.housekeeping, seconds=600),
@@ -34,6 +35,8 @@ def registered_jobs() -> list[Job]:
         Job(id="cases-intake", func=cases.intake_job, seconds=30),
         Job(id="policies-reminders", func=policies.reminder_job, seconds=3600, at_start=True),
         Job(id="exports-run", func=exports.run_job, seconds=10),
+        # each feed source's data-quality report; a failing one raises a case for its owner
+        Job(id="feeds-quality", func=quality_cases.quality_job, seconds=quality_cases.JOB_SECONDS),
         # signed heads of the audit chain: a tail cut after one is found (audit_checkpoints)
         Job(
             id="audit-checkpoint",

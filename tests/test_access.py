@@ -294,6 +294,9 @@ MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
     ("GET", "/api/v1/dashboard"): (get("/api/v1/dashboard"), MANAGERS),
     ("GET", "/api/v1/dashboard.csv"): (get("/api/v1/dashboard.csv"), MANAGERS),
     ("GET", "/dashboard"): (get("/dashboard"), _expect(303, 403, 403, 403, 403, 200, 200)),
+    # the feeds' data-quality report: managers and admins
+    ("GET", "/api/v1/manage/feeds/quality"): (get("/api/v1/manage/feeds/quality"), MANAGERS),
+    ("GET", "/manage/feeds"): (get("/manage/feeds"), _expect(303, 403, 403, 403, 403, 200, 200)),
     # the public API
     ("GET", "/api/v1/shops"): (get("/api/v1/shops"), _all(200)),
     ("GET", "/api/v1/shops/{code:str}"): (get("/api/v1/shops/{a}"), _all(200)),

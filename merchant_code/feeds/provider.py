@@ -10,6 +10,11 @@ derived from (seed, bucket, index) with random.Random, so answers are stable acr
 restarts; the clock is injectable (`now=`) for tests. The counts per bucket scale with the
 district: 2,000 shops give about 10 inspections, 2 renewals, 15 review entries and 2 news items.
 
+With `drift_after` (seconds after the provider starts; the demo sets it), the LIVES publisher
+"changes its system" from then on: its inspections file renames the `type` column to
+`inspection_type`, and the scores of the inspections made from then on are inverted (100 - score,
+so a clean pass scores low), so that the demo shows the quality report failing and its case.
+
     provider = start(await load_shops(conn), seed)
     await register(conn, demo_sources(provider.base_url))
     ...
@@ -189,6 +194,7 @@ class Provider:
         history_days: int = 2,
         epoch: datetime.datetime | None = None,
         now: Callable[[], datetime.datetime] = _utc_now,
+        drift_after: int | None = None,
     ) -> None:
         if not shops:
             raise ValueError("the provider needs at least one shop")
@@ -203,6 +209,10 @@ class Provider:
             epoch = datetime.datetime.combine(today, datetime.time(), datetime.UTC)
         self.epoch = epoch
         self.first_bucket = self._bucket_of(epoch)
+        # the first bucket of the LIVES publisher's drift (None: it never drifts)
+        self.drift_from = None
+        if drift_after is not None:
+            self.drift_from = self._bucket_of(now()) + -(-drift_after // bucket_seconds)
         n = len(self.shops)
         self.food = [s for s in self.shops if s.trade in FOOD_TRADES]
         self.newsworthy = [s for s in self.shops if _SHOP_NAME.search(s.name)] or self.shops
@@ -386,7 +396,9 @@ class Provider:
         inspections = io.StringIO()
         violations = io.StringIO()
         iw, vw = csv.writer(inspections, lineterminator="\n"), csv.writer(violations, lineterminator="\n")
-        iw.writerow(["business_id", "score", "date", "description", "type", "result"])
+        drifted = self.drift_from is not None and self._bucket_of(self.now()) >= self.drift_from
+        kind_column = "inspection_type" if drifted else "type"
+        iw.writerow(["business_id", "score", "date", "description", kind_column, "result"])
         vw.writerow(["business_id", "date", "description", "code", "critical"])
         seen: set[tuple[str, str]] = set()
         for bucket in self.buckets():
@@ -396,7 +408,9 @@ class Provider:
                     continue
                 seen.add((x.shop.uscc, day))
                 businesses[x.shop.uscc] = x.shop
-                iw.writerow([x.shop.uscc, x.score, day, x.description, x.type, x.result])
+                inverted = self.drift_from is not None and bucket >= self.drift_from
+                score = 100 - x.score if inverted else x.score
+                iw.writerow([x.shop.uscc, score, day, x.description, x.type, x.result])
                 for code, text, critical in x.violations:
                     vw.writerow([x.shop.uscc, day, text, code, "Y" if critical else "N"])
         shops = io.StringIO()

@@ -29,7 +29,7 @@ from merchant_code.codes import parse_uscc
 from merchant_code.errors import InvalidInput, NotFound
 from merchant_code.feeds import http as feed_http
 from merchant_code.feeds import limits as feed_limits
-from merchant_code.feeds import quarantine
+from merchant_code.feeds import quality, quarantine
 from merchant_code.feeds.base import (
     CONTENT_ID_PREFIX,
     InspectionRecord,
@@ -85,7 +85,7 @@ def module_for(kind: str) -> ModuleType:
 
 # keys of `feed_source.config` that are the runner's, not the source module's (max_bytes and
 # max_ratio: how much one page may unpack to, see limits.py)
-RUNNER_KEYS = ("allow_private", "deadline", *feed_limits.KEYS)
+RUNNER_KEYS = ("allow_private", "deadline", "quality", *feed_limits.KEYS)
 
 
 async def run_source(
@@ -161,6 +161,7 @@ async def _pages(
 ) -> None:
     """Every page after the source's cursor, each stored in its own transaction."""
     cursor = _cursor(source["cursor"])
+    shape: quality.Shape = {}  # what the pages look like, for the quality report's schema drift
     async with asyncio.timeout(deadline):
         while True:
             page = await mod.fetch(client, config, cursor)
@@ -169,6 +170,7 @@ async def _pages(
             # served meanwhile. At the deadline the run stops waiting and fails; the thread
             # finishes its parse and it is thrown away
             parsed: Parsed = await asyncio.to_thread(mod.parse, page, config)
+            shape = await quality.record_shape(conn, result.run_id, shape, page.body)
             # two sources' pages that touch the same shops in another order can deadlock on the
             # profiles' rebuild queue; PostgreSQL undoes one of them, which is then stored again
             async for attempt in stamina.retry_context(on=asyncpg.DeadlockDetectedError, attempts=3):
