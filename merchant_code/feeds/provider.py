@@ -10,10 +10,11 @@ derived from (seed, bucket, index) with random.Random, so answers are stable acr
 restarts; the clock is injectable (`now=`) for tests. The counts per bucket scale with the
 district: 2,000 shops give about 10 inspections, 2 renewals, 15 review entries and 2 news items.
 
-With `drift_after` (seconds after the provider starts; the demo sets it), the LIVES publisher
-"changes its system" from then on: its inspections file renames the `type` column to
-`inspection_type`, and the scores of the inspections made from then on are inverted (100 - score,
-so a clean pass scores low), so that the demo shows the quality report failing and its case.
+With `drift_after` (seconds after the provider starts; the demo sets it), the LIVES publisher of
+the multi-file zip "changes its system" from then on: its inspections file renames the `type`
+column to `inspection_type`, and the scores of the inspections made from then on are inverted
+(100 - score, so a clean pass scores low), so that the demo shows the quality report failing and
+its case.
 
     provider = start(await load_shops(conn), seed)
     await register(conn, demo_sources(provider.base_url))
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 FOOD_TRADES = frozenset({"catering", "food_retail"})
+# the LIVES shapes the demo publishes, each for its own share of the shops (see lives_shape)
+LIVES_SHAPES = ("multi", "flat", "flat_zip", "minimal")
 # names the RSS candidate extraction takes whole when quoted (rss.py's shop words)
 _SHOP_NAME = re.compile(r"(?:超市|药房|药店|便利店|餐厅|饭店|酒家|酒楼|茶楼|诊所|商行|KTV|店|馆|坊|铺)$")
 _NEWS_ITEMS = 50
@@ -100,6 +103,17 @@ def demo_sources(base: str) -> list[SourceSpec]:
     private = {"allow_private": True}
     return [
         SourceSpec("demo-lives", "lives", f"{base}/lives.zip", private, 300),
+        SourceSpec(
+            "demo-lives-flat",
+            "lives",
+            f"{base}/lives-flat.csv",
+            {**private, "variant": "flat", "unstable_ids": True},  # its inspection_id is a row counter
+            300,
+        ),
+        SourceSpec(
+            "demo-lives-flat-zip", "lives", f"{base}/lives-flat.zip", {**private, "variant": "flat"}, 300
+        ),
+        SourceSpec("demo-lives-min", "lives", f"{base}/lives-min.csv", private, 600),
         SourceSpec("demo-fhrs", "fhrs", f"{base}/Establishments", {**private, "page_size": 200}, 300),
         SourceSpec("demo-licences", "licence_registry", f"{base}/licences", {**private, "limit": 500}, 120),
         SourceSpec("demo-reviews", "review_platform", f"{base}/reviews", {**private, "limit": 200}, 60),
@@ -391,31 +405,52 @@ class Provider:
 
     # --- the five formats ----------------------------------------------------------------------
 
-    def lives_zip(self) -> bytes:
-        businesses: dict[str, ProviderShop] = {}
-        inspections = io.StringIO()
-        violations = io.StringIO()
-        iw, vw = csv.writer(inspections, lineterminator="\n"), csv.writer(violations, lineterminator="\n")
-        drifted = self.drift_from is not None and self._bucket_of(self.now()) >= self.drift_from
-        kind_column = "inspection_type" if drifted else "type"
-        iw.writerow(["business_id", "score", "date", "description", kind_column, "result"])
-        vw.writerow(["business_id", "date", "description", "code", "critical"])
-        seen: set[tuple[str, str]] = set()
+    def lives_shape(self, shop: ProviderShop) -> str:
+        """Which of the LIVES shapes carries this shop's inspections (each shop is in one)."""
+        return LIVES_SHAPES[_digest_int("lives-shape:" + shop.uscc, 6) % len(LIVES_SHAPES)]
+
+    def _visits(self, shape: str) -> list[_Inspection]:
+        """The inspections published in one shape, oldest first, one per business and day."""
+        out: list[_Inspection] = []
+        seen: set[tuple[str, datetime.date]] = set()
         for bucket in self.buckets():
             for x in self._cached("inspection", bucket, self._inspections):
-                day = x.at.astimezone(BEIJING).strftime("%Y%m%d")
-                if (x.shop.uscc, day) in seen:  # one inspection per business and day
+                day = x.at.astimezone(BEIJING).date()
+                if self.lives_shape(x.shop) != shape or (x.shop.uscc, day) in seen:
                     continue
                 seen.add((x.shop.uscc, day))
-                businesses[x.shop.uscc] = x.shop
-                inverted = self.drift_from is not None and bucket >= self.drift_from
-                score = 100 - x.score if inverted else x.score
-                iw.writerow([x.shop.uscc, score, day, x.description, x.type, x.result])
-                for code, text, critical in x.violations:
-                    vw.writerow([x.shop.uscc, day, text, code, "Y" if critical else "N"])
-        shops = io.StringIO()
-        sw = csv.writer(shops, lineterminator="\n")
-        sw.writerow(
+                out.append(x)
+        return out
+
+    def _feed_info(self, **extra: str) -> str:
+        today = self.now().astimezone(BEIJING).date()
+        rows = {
+            "feed_date": f"{today:%Y%m%d}",
+            "feed_version": str(self._bucket_of(self.now())),
+            "municipality_name": "汇城区市场监督管理局",
+            "municipality_url": "https://scjgj.example.gov.cn/",
+            "contact_email": "open-data@scjgj.example.gov.cn",
+            **extra,
+        }
+        return _csv([list(rows), list(rows.values())])
+
+    def lives_zip(self) -> bytes:
+        """The multi-file set: businesses, inspections (with the optional result), violations and
+        feed_info, as San Francisco and the first LIVES publishers ship it."""
+        businesses: dict[str, ProviderShop] = {}
+        drifted = self.drift_from is not None and self._bucket_of(self.now()) >= self.drift_from
+        kind_column = "inspection_type" if drifted else "type"
+        inspections = [["business_id", "score", "date", "description", kind_column, "result"]]
+        violations = [["business_id", "date", "description", "code", "critical"]]
+        for x in self._visits("multi"):
+            day = x.at.astimezone(BEIJING).strftime("%Y%m%d")
+            businesses[x.shop.uscc] = x.shop
+            inverted = self.drift_from is not None and self._bucket_of(x.at) >= self.drift_from
+            score = 100 - x.score if inverted else x.score
+            inspections.append([x.shop.uscc, str(score), day, x.description, x.type, x.result])
+            for code, text, critical in x.violations:
+                violations.append([x.shop.uscc, day, text, code, "Y" if critical else "N"])
+        shops = [
             [
                 "business_id",
                 "name",
@@ -427,26 +462,110 @@ class Provider:
                 "longitude",
                 "phone_number",
             ]
-        )
+        ]
         for s in businesses.values():
-            sw.writerow(
-                [s.uscc, s.name, s.address, "上海市", "SH", "200030", _num(s.lat), _num(s.lon), s.phone or ""]
-            )
-        today = self.now().astimezone(BEIJING).date()
-        version = self._bucket_of(self.now())
-        info = f"feed_date,feed_version,name\n{today:%Y%m%d},{version},汇城区市场监督管理局\n"
-        out = io.BytesIO()
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, text in (
-                ("businesses.csv", shops.getvalue()),
-                ("inspections.csv", inspections.getvalue()),
-                ("violations.csv", violations.getvalue()),
-                ("feed_info.csv", info),
-            ):
-                archive.writestr(
-                    zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), text.encode(), zipfile.ZIP_DEFLATED
-                )
-        return out.getvalue()
+            lat, lon = str(_num(s.lat)), str(_num(s.lon))
+            shops.append([s.uscc, s.name, s.address, "上海市", "SH", "200030", lat, lon, s.phone or ""])
+        return _zip(
+            {
+                "businesses.csv": _csv(shops),
+                "inspections.csv": _csv(inspections),
+                "violations.csv": _csv(violations),
+                "feed_info.csv": self._feed_info(),
+            }
+        )
+
+    def lives_flat_csv(self) -> bytes:
+        """The flattened one-file variant as a spreadsheet export gives it: columns in their own
+        order and casing, newest first, ISO timestamps with an offset, `NULL` for what is not
+        known, descriptions with commas and line breaks (quoted), and an `inspection_id` that is
+        only the inspection's place in the file, so it changes whenever a new one comes first."""
+        header = [
+            "Inspection_ID",
+            "BUSINESS_ID",
+            "Business_Name",
+            "business_address",
+            "Business_Phone_Number",
+            "INSPECTION_DATE",
+            "Inspection_Score",
+            "Inspection_Result",
+            "Inspection_Type",
+            "Inspection_Description",
+            "Violation_Code",
+            "Violation_Description",
+            "Violation_Critical",
+        ]
+        rows = [header]
+        for n, x in enumerate(reversed(self._visits("flat")), start=1):
+            s = x.shop
+            at = x.at.astimezone(BEIJING).replace(microsecond=0).isoformat()
+            summary = f"{x.description}\n（检查人员：两名，执法记录仪全程记录）"
+            head = [
+                str(n),
+                s.uscc,
+                s.name,
+                s.address,
+                s.phone or "NULL",
+                at,
+                str(x.score),
+                x.result,
+                x.type,
+                summary,
+            ]
+            found = x.violations or ((None, None, None),)
+            for code, text, critical in found:
+                if code is None:
+                    rows.append([*head, "NULL", "NULL", "NULL"])
+                else:
+                    rows.append([*head, code, f"{text}, 现场已责令改正", "Yes" if critical else "No"])
+        return ("\ufeff" + _csv(rows, "\r\n")).encode()
+
+    def lives_flat_zip(self) -> bytes:
+        """The flattened variant zipped in a folder with `feed_info.csv` (declaring its scoring
+        method) and `legend.csv`: no result column (the legend's ranges give it), no critical
+        column (unknown), dates as `YYYY-MM-DD`, ids that are the publisher's own and stable."""
+        rows = [
+            [
+                "inspection_id",
+                "business_id",
+                "business_name",
+                "business_address",
+                "inspection_date",
+                "inspection_score",
+                "inspection_type",
+                "violation_code",
+                "violation_description",
+            ]
+        ]
+        for x in self._visits("flat_zip"):
+            s, day = x.shop, x.at.astimezone(BEIJING).date().isoformat()
+            visit = f"HC-{_digest_int(f'{s.uscc}:{x.at.isoformat()}', 10):010d}"
+            head = [visit, s.uscc, s.name, s.address, day, str(x.score), x.type]
+            for code, text, _ in x.violations or (("", "", False),):
+                rows.append([*head, code, text])
+        legend = _csv(
+            [
+                ["minimum_score", "maximum_score", "description"],
+                ["85", "100", "合格"],
+                ["65", "84", "限期整改"],
+                ["0", "64", "不合格"],
+            ]
+        )
+        return _zip(
+            {
+                "huicheng-inspections/inspections_flat.csv": _csv(rows),
+                "huicheng-inspections/feed_info.csv": self._feed_info(scoring_method="graded"),
+                "huicheng-inspections/legend.csv": legend,
+            }
+        )
+
+    def lives_min_csv(self) -> bytes:
+        """`inspections.csv` alone with only the columns the spec requires: no result, no
+        businesses file (business_id is the USCC), as the smallest publishers ship it."""
+        rows = [["business_id", "score", "date"]]
+        for x in self._visits("minimal"):
+            rows.append([x.shop.uscc, str(x.score), x.at.astimezone(BEIJING).strftime("%Y%m%d")])
+        return _csv(rows).encode()
 
     def fhrsid(self, shop: ProviderShop) -> int:
         return 1_000_000_000 + _digest_int("fhrs:" + shop.uscc, 9)
@@ -608,6 +727,12 @@ class Provider:
         try:
             if url.path == "/lives.zip":
                 return 200, {"content-type": "application/zip"}, self.lives_zip()
+            if url.path == "/lives-flat.zip":
+                return 200, {"content-type": "application/zip"}, self.lives_flat_zip()
+            if url.path == "/lives-flat.csv":
+                return 200, {"content-type": "text/csv; charset=utf-8"}, self.lives_flat_csv()
+            if url.path == "/lives-min.csv":
+                return 200, {"content-type": "text/csv"}, self.lives_min_csv()
             if url.path == "/Establishments":
                 page = _int(query.get("pageNumber"), 1, 1, 10**6)
                 size = _int(query.get("pageSize"), 500, 1, _MAX_LIMIT)
@@ -688,6 +813,23 @@ _JSON = {"content-type": "application/json; charset=utf-8"}
 
 def _num(value: float | None) -> str | float:
     return "" if value is None else value
+
+
+def _csv(rows: list[list[str]], line_end: str = "\n") -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator=line_end).writerows(rows)
+    return out.getvalue()
+
+
+def _zip(files: dict[str, str]) -> bytes:
+    """A zip with fixed member times, so the same content gives the same bytes (and digest)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in files.items():
+            archive.writestr(
+                zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), text.encode(), zipfile.ZIP_DEFLATED
+            )
+    return out.getvalue()
 
 
 def _int(text: str | None, default: int, low: int, high: int) -> int:
