@@ -144,8 +144,9 @@ async def test_coverage_freshness_duplicates_and_quarantine_on_a_crafted_history
     run_at = NOW - datetime.timedelta(hours=1)
     await past_run(conn, source_id, run_at, fetched=10, quarantined=4)
     await conn.execute(
-        "INSERT INTO feed_reject (run_id, source_id, external_id, raw, reason)"
-        " SELECT (SELECT max(id) FROM feed_run), $1, 'x' || n, 'raw', r"
+        "INSERT INTO feed_reject (run_id, last_run_id, source_id, external_id, record_key, raw, reason)"
+        " SELECT (SELECT max(id) FROM feed_run), (SELECT max(id) FROM feed_run), $1, 'x' || n, 'x' || n,"
+        " 'raw', r"
         " FROM unnest(ARRAY['no shop in the register matches this record',"
         " 'no shop in the register matches this"
         " record', 'no shop in the register matches this record', 'bad date']) WITH ORDINALITY AS u(r, n)",
@@ -290,7 +291,8 @@ async def test_the_demo_lives_publisher_drifts_and_its_report_and_case_show_it(
         assert lives.schema == {
             "appeared": ["inspections.csv: inspection_type"], "vanished": ["inspections.csv: type"],
         }  # fmt: skip
-        clock.at += datetime.timedelta(seconds=20 * BUCKET)  # the next pull: inverted scores alone
+        # the next pull: inverted scores alone (a quarter of the shops publish in this shape)
+        clock.at += datetime.timedelta(seconds=80 * BUCKET)
         assert (await pull(pool, "demo-lives")).status == "ok"
         await pulled_at(conn, clock.at)
         [lives] = await quality.build(conn, "demo-lives", now=clock.at)

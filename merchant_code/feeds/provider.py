@@ -98,7 +98,8 @@ async def load_shops(conn: asyncpg.Connection) -> list[ProviderShop]:
 
 
 def demo_sources(base: str) -> list[SourceSpec]:
-    """The five feed_source rows that pull the provider at `base` (e.g. http://127.0.0.1:PORT)."""
+    """The feed_source rows that pull the provider at `base` (e.g. http://127.0.0.1:PORT): every
+    LIVES shape, FHRS, the licence registry, the review platform and RSS."""
     base = base.rstrip("/")
     private = {"allow_private": True}
     return [
