@@ -93,6 +93,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # webhook subscribers may be at private or loopback addresses (systems inside the regulator's
     # own network); by default a subscription's URL must lead to a public address
     webhooks_allow_private: bool = False
+    # the jurisdiction_id Open311 clients may send (GeoReport v2 suggests the jurisdiction's
+    # website domain without www); unset: the host of PUBLIC_URL without www.
+    open311_jurisdiction: (
+        Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._:-]{0,98}[A-Za-z0-9])?$")] | None
+    ) = None
 
     @property
     def trusted_proxy_set(self) -> frozenset[str]:

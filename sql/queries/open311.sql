@@ -103,3 +103,29 @@ FROM q JOIN case_file c ON c.id = q.case_id
      LEFT JOIN case_category k ON k.code = c.category
      LEFT JOIN department d ON d.code = c.department
 ORDER BY q.requested_at DESC, q.service_request_id;
+
+-- name: list_open311_shops_named(text, names, addresses)
+-- The shops (not closed) an address_string names (routes/open311_place.py): a name with its
+-- address (score 2; `names`/`addresses` are the string's splits, pairwise) or the whole string as a
+-- name, an English name (any case) or an address (score 1). The best two: a tie names no one.
+-- Each branch is an index lookup (shop_name_address_idx, shop_address_idx, shop_name_en_lower_idx).
+WITH hit AS (
+    SELECT s.id, s.code, 2 AS score
+    FROM unnest(:names::text[], :addresses::text[]) AS p(name, address)
+    JOIN shop s ON s.address = p.address AND (s.name = p.name OR lower(s.name_en) = lower(p.name))
+    WHERE s.status <> 'closed'
+    UNION ALL
+    SELECT s.id, s.code, 1
+    FROM shop s
+    WHERE s.status <> 'closed'
+      AND (s.name = :text OR s.address = :text OR lower(s.name_en) = lower(:text))
+)
+SELECT id, code, max(score) AS score FROM hit GROUP BY id, code ORDER BY max(score) DESC, id LIMIT 2;
+
+-- name: get_open311_request_id(id)$
+-- A service request's id, if one has it (a complaint case's first report, or a report that joined one).
+SELECT coalesce(
+    (SELECT c.request_id FROM case_file c WHERE c.source = 'complaint' AND c.request_id = :id),
+    (SELECT r.request_id FROM case_report r JOIN case_file c ON c.id = r.case_id
+     WHERE c.source = 'complaint' AND r.request_id = :id)
+);
