@@ -157,8 +157,8 @@ async def test_a_client_written_from_the_spec_files_and_follows_a_request_in_xml
     assert "api_key" in await api.error(403, service_code="price", address_string="李记小吃")
     elsewhere = GeoReport(city, "sfgov.org")
     for path in ("services", "services/price", "requests", f"requests/{number}", f"tokens/{number}"):
-        assert (await elsewhere.error(404, path)).startswith("jurisdiction_id:"), path
-    refused = await elsewhere.error(404, api_key=key, service_code="price", address_string="李记小吃")
+        assert (await elsewhere.error(400, path)).startswith("jurisdiction_id:"), path
+    refused = await elsewhere.error(400, api_key=key, service_code="price", address_string="李记小吃")
     assert refused.startswith("jurisdiction_id:") and JURISDICTION in refused
     # a client of a one-jurisdiction server may leave it out; case does not matter
     now = await api.get(f"requests/{number}")
@@ -195,7 +195,7 @@ async def test_the_same_documents_come_as_json(city: AsyncTestClient[Any], conn:
         assert as_json.headers["content-type"] == "application/json"
         assert spark(parse(as_xml.content)) == _texts(as_json.json()), path
     wrong = await city.get(f"{API}/requests.json", params={"jurisdiction_id": "sfgov.org"})
-    assert wrong.status_code == 404 and wrong.json()[0]["description"].startswith("jurisdiction_id:")
+    assert wrong.status_code == 400 and wrong.json()[0]["description"].startswith("jurisdiction_id:")
 
 
 def _texts(value: Any) -> Any:

@@ -201,12 +201,14 @@ def jurisdiction(settings: Settings) -> str:
 
 
 def check_jurisdiction(settings: Settings, given: str | None) -> None:
-    """Absent is this one (one jurisdiction is served); another is a 404, as the spec lists it."""
+    """Absent is this one (one jurisdiction is served); another is a 400 naming the parameter, as
+    for any other bad parameter (the spec lists 404 for it; a client that gave a wrong
+    jurisdiction made a bad request, and a 404 would read as "no such request or service")."""
     if given is None or not given.strip():
         return
     served = jurisdiction(settings)
     if given.strip().lower() != served:
-        raise NotFound(f"jurisdiction_id: {given.strip()[:100]!r} is not served here, only {served!r}")
+        raise InvalidInput("jurisdiction_id", f"{given.strip()[:100]!r} is not served here, only {served!r}")
 
 
 # ---------------------------------------------------------------------------------- documents
