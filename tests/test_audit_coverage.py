@@ -223,6 +223,7 @@ AUDITED_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("feeds", "add"): ("feeds add city --kind lives --url https://data.example/lives.csv", "feed.add"),
     ("feeds", "disable"): ("feeds disable city", "feed.disable"),
     ("feeds", "enable"): ("feeds enable city", "feed.enable"),
+    ("feeds", "map"): ("feeds map city 4412 {code}", "feed.map"),
     ("feeds", "remove"): ("feeds remove city", "feed.remove"),
     ("open311", "key", "create"): ("open311 key create city-app", "open311-key.create"),
     ("open311", "key", "disable"): ("open311 key disable city-app", "open311-key.disable"),
@@ -237,6 +238,9 @@ EXEMPT_COMMANDS: dict[tuple[str, ...], str] = {
     ("profiles",): "recomputes derived profiles from inputs that are audited as they change",
     ("feeds", "run"): "pulls outside data; every run is recorded in feed_run",
     ("feeds", "status"): "reads",
+    ("feeds", "unmatched"): "reads",
+    ("feeds", "quality"): "reads; a case it raises is opened in the case's own trail (case_event),"
+    " as the intake's are",
     ("channels", "list"): "reads",
     ("open311", "key", "list"): "reads",
     ("audit", "verify"): "reads",

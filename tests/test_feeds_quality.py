@@ -268,6 +268,10 @@ async def test_the_demo_lives_publisher_drifts_and_its_report_and_case_show_it(
             for s in sources:
                 assert (await pull(pool, s.name)).status == "ok", s.name
             await pulled_at(conn, clock.at)
+            # from the first pull on: a shape that never states a result (the LIVES file with
+            # only the required columns) has no rise of unknowns to report
+            first = await quality.build(conn, now=clock.at)
+            assert [r.source for r in first if "unknowns" in r.failing] == [], first
             clock.at += datetime.timedelta(seconds=3 * BUCKET)
         last_pull = clock.at - datetime.timedelta(seconds=3 * BUCKET)
         reports = {r.source: r for r in await quality.build(conn, now=last_pull)}

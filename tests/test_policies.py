@@ -12,6 +12,7 @@ from merchant_code.errors import Conflict, InvalidInput
 from tests import factories
 
 TZ = "Asia/Shanghai"
+# the tests' clock: creation is told it (now=NOW), so a slow run never puts a send time in the past
 NOW = datetime.datetime.now(datetime.UTC)
 
 
@@ -128,7 +129,7 @@ async def test_a_scheduled_policy_waits_for_its_time_can_be_edited_until_then_an
     me = manager(account_id=await _account(conn))
     later = NOW + datetime.timedelta(hours=2)
     data = policies.PolicyIn(title="明日检查", body_md="b", area_codes=["310199002"], send_at=later)
-    public_id = await policies.create(conn, me, data, tz=TZ)
+    public_id = await policies.create(conn, me, data, tz=TZ, now=NOW)
     assert await policies.send_due(conn, TZ) == 0
     await policies.edit(
         conn,
@@ -158,7 +159,7 @@ async def test_a_cancelled_policy_is_never_sent(conn: asyncpg.Connection) -> Non
     data = policies.PolicyIn(
         title="t", body_md="b", area_codes=["310199"], send_at=NOW + datetime.timedelta(minutes=5)
     )
-    public_id = await policies.create(conn, me, data, tz=TZ)
+    public_id = await policies.create(conn, me, data, tz=TZ, now=NOW)
     await policies.cancel(conn, me, public_id)
     assert await policies.send_due(conn, TZ, now=NOW + datetime.timedelta(days=1)) == 0
     assert await delivered_to(conn, public_id) == set()

@@ -279,8 +279,14 @@ def _scale(recent: dict[str, Any], limits: Thresholds, higher_better: bool) -> M
 
 
 def _unknowns(recent: dict[str, Any], before: dict[str, Any] | None, limits: Thresholds) -> Measure:
+    """A rise of unknowns against the source's own history: a publisher whose shape never states
+    a result (LIVES with only the required columns) is not failing, one that stops stating it is.
+    Without enough history there is nothing to rise from."""
     now_share = recent["unknowns"] / recent["n"]
-    old_share = before["unknowns"] / before["n"] if before and before["n"] else 0.0
+    if before is None or before["n"] < limits.min_records:
+        why = f"{now_share:.0%} of the recent records have an unknown part; no history to compare with yet"
+        return Measure("unknowns", None, None, limits.max_unknown_rise, why)
+    old_share = before["unknowns"] / before["n"]
     rise = now_share - old_share
     return Measure(
         "unknowns", rise <= limits.max_unknown_rise, rise, limits.max_unknown_rise,

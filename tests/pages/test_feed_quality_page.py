@@ -27,8 +27,9 @@ async def test_a_manager_sees_each_sources_quality_with_its_charts(
         await past_run(conn, source_id, now - datetime.timedelta(hours=hours), fetched=40 - hours)
     await past_run(conn, source_id, now - datetime.timedelta(hours=1), fetched=20, quarantined=12)
     await conn.execute(
-        "INSERT INTO feed_reject (run_id, source_id, external_id, raw, reason)"
-        " SELECT (SELECT max(id) FROM feed_run), $1, 'x' || n, 'raw',"
+        "INSERT INTO feed_reject (run_id, last_run_id, source_id, external_id, record_key, raw, reason)"
+        " SELECT (SELECT max(id) FROM feed_run), (SELECT max(id) FROM feed_run), $1, 'x' || n, 'x' || n,"
+        " 'raw',"
         " CASE WHEN n < 9 THEN 'no shop in the register matches this record' ELSE 'bad date' END"
         " FROM generate_series(1, 12) n",
         source_id,
