@@ -7,10 +7,8 @@ commas and newlines. The files are written here from the specification, not from
 from __future__ import annotations
 
 import datetime
-import http.server
 import io
 import json
-import threading
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -21,7 +19,7 @@ from litestar.testing import AsyncTestClient
 
 from merchant_code import db, profiles
 from merchant_code.feeds import runner
-from tests import factories
+from tests import factories, loopback_files
 from tests import world as w
 
 D = datetime.date
@@ -38,27 +36,9 @@ class Feed:
 @pytest.fixture
 def feed() -> Iterator[Feed]:
     served = Feed()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = served.body
-            self.send_response(200)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    served.url = f"http://127.0.0.1:{server.server_address[1]}/lives"
-    try:
+    with loopback_files.serving(lambda path: (200, served.body, None)) as base:
+        served.url = base + "/lives"
         yield served
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import http.server
 import io
-import threading
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from merchant_code import db
 from merchant_code.codes import new_shop_code
 from merchant_code.feeds import mapping as feed_mapping
 from merchant_code.feeds import runner
-from tests import factories
+from tests import factories, loopback_files
 from tests.test_audit import _cli
 
 FHRS = Path(__file__).parent / "fixtures" / "feeds" / "fhrs"
@@ -37,25 +35,12 @@ class Files(dict[str, tuple[bytes, str]]):
 def files() -> Iterator[Files]:
     served = Files()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body, kind = served.get(self.path.split("?")[0], (b"not here", "text/plain"))
-            self.send_response(200 if self.path.split("?")[0] in served else 404)
-            self.send_header("content-type", kind)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str) -> loopback_files.Answer:
+        return (200, *served[path]) if path in served else (404, b"not here", "text/plain")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    served.base = f"http://127.0.0.1:{server.server_address[1]}"
-    yield served
-    server.shutdown()
-    server.server_close()
+    with loopback_files.serving(answer) as base:
+        served.base = base
+        yield served
 
 
 @pytest.fixture
@@ -274,7 +259,9 @@ async def test_feeds_unmatched_lists_what_waits_and_feeds_map_lands_it_at_the_ne
     assert applied.returncode == 0, applied.stderr
     assert f"uk: 5001 -> {other} (其他), replacing {dragon}" in applied.stdout
     assert await mapping(conn, "uk") == {
-        "5001": (other_id, "manual"), "5002": (garden_id, "manual"), "5003": (other_id, "manual")
+        "5001": (other_id, "manual"),
+        "5002": (garden_id, "manual"),
+        "5003": (other_id, "manual"),
     }
     assert await conn.fetchval("SELECT count(*) FROM audit_event WHERE action = 'feed.map'") == 4
 

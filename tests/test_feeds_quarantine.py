@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import http.server
 import io
 import itertools
 import random
 import string
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from hypothesis import strategies as st
 from merchant_code import db, migrate
 from merchant_code.feeds import runner
 from merchant_code.feeds.base import InspectionRecord, Match, Parsed, Reject, Violation
-from tests import factories
+from tests import factories, loopback_files
 from tests.test_audit import _cli
 
 # a business id too long for any index: random, so PostgreSQL cannot compress it under the limit
@@ -46,24 +44,13 @@ class Feeds:
 def feeds() -> Iterator[Feeds]:
     served = Feeds()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = served.bodies.get(self.path.split("?", 1)[0])
-            self.send_response(200 if body is not None else 404)
-            self.send_header("content-length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
+    def answer(path: str) -> loopback_files.Answer:
+        body = served.bodies.get(path)
+        return (404, b"", None) if body is None else (200, body, None)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    served.base = f"http://127.0.0.1:{server.server_address[1]}"
-    yield served
-    server.shutdown()
-    server.server_close()
+    with loopback_files.serving(answer) as base:
+        served.base = base
+        yield served
 
 
 async def add_source(conn: asyncpg.Connection, name: str, kind: str, url: str) -> int:
