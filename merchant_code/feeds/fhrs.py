@@ -21,13 +21,14 @@ import datetime
 import math
 import xml.etree.ElementTree as ET
 import xml.parsers.expat as expat
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal
 
 import httpx
 import msgspec
 
 from merchant_code.codes import parse_uscc
 from merchant_code.errors import InvalidInput
+from merchant_code.feeds import safe_xml
 from merchant_code.feeds.base import (
     FeedError,
     InspectionRecord,
@@ -222,20 +223,11 @@ def _is_xml(body: bytes) -> bool:
     return body.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"<"
 
 
-def _refuse(*_: object) -> NoReturn:
-    raise FeedError("a DOCTYPE or ENTITY declaration: refused before any entity is expanded")
-
-
 def _xml_items(body: bytes) -> list[tuple[bytes, Any]]:
     """Each EstablishmentDetail of a bulk XML file: its bytes as they came and its fields as a
     dict (an element with children a dict, one without its text; `xsi:nil` or empty is None).
     DOCTYPE and ENTITY declarations are refused before anything is expanded (XXE, billion laughs)."""
-    parser = expat.ParserCreate()
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.StartDoctypeDeclHandler = _refuse
-    parser.EntityDeclHandler = _refuse
-    parser.ExternalEntityRefHandler = _refuse
-    parser.buffer_text = True
+    parser = safe_xml.parser()
     builder = ET.TreeBuilder()
     starts: list[int] = []
     found: list[tuple[ET.Element, int, int]] = []

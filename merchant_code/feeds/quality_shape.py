@@ -21,6 +21,9 @@ from xml.parsers import expat
 
 import msgspec
 
+from merchant_code.feeds import safe_xml
+from merchant_code.feeds.base import FeedError
+
 SAMPLE_ROWS = 200
 SAMPLE_BYTES = 256 * 1024
 Shape = dict[str, dict[str, str]]
@@ -194,9 +197,6 @@ def _xml(body: bytes) -> dict[str, str]:
     text: list[str] = []
     items = 0
 
-    def refuse(*_: Any) -> None:
-        raise _Stop
-
     def start(name: str, _: Any) -> None:
         stack.append(name.rsplit("}", 1)[-1])
         text.clear()
@@ -212,13 +212,11 @@ def _xml(body: bytes) -> dict[str, str]:
                 raise _Stop
         text.clear()
 
-    parser = expat.ParserCreate(namespace_separator="}")
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
+    parser = safe_xml.parser(namespace_separator="}")
+    parser.buffer_text = False
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = text.append
-    with contextlib.suppress(_Stop, expat.ExpatError):
+    with contextlib.suppress(_Stop, FeedError, expat.ExpatError):
         parser.Parse(body[: SAMPLE_BYTES * 4], False)
     return {name: _one_kind(kinds) for name, kinds in names.items()}

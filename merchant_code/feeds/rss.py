@@ -28,11 +28,12 @@ import re
 import unicodedata
 import xml.etree.ElementTree as ET
 import xml.parsers.expat as expat
-from typing import Literal, NoReturn
+from typing import Literal
 
 import httpx
 import msgspec
 
+from merchant_code.feeds import safe_xml
 from merchant_code.feeds.base import FeedError, Match, Page, Parsed, Record, Reject, SentimentRecord
 from merchant_code.feeds.values import PLACEHOLDERS, BadRecord
 
@@ -103,19 +104,10 @@ def _utf8(body: bytes) -> tuple[bytes, str]:
         raise FeedError(f"cannot decode the document as {codec}: {str(exc)[:100]}") from None
 
 
-def _refuse(*_: object) -> NoReturn:
-    raise FeedError("a DOCTYPE or ENTITY declaration: refused before any entity is expanded")
-
-
 def _tree(body: bytes) -> tuple[ET.Element, bytes, dict[ET.Element, tuple[int, int]]]:
     """The parsed document, the bytes that were parsed and each item's byte span in them."""
     data, encoding = _utf8(body)
-    parser = expat.ParserCreate(encoding=encoding, namespace_separator="}")
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.StartDoctypeDeclHandler = _refuse
-    parser.EntityDeclHandler = _refuse
-    parser.ExternalEntityRefHandler = _refuse
-    parser.buffer_text = True
+    parser = safe_xml.parser(encoding, namespace_separator="}")
     builder = ET.TreeBuilder()
     starts: list[int] = []
     spans: dict[ET.Element, tuple[int, int]] = {}
