@@ -4,20 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar.params import PathParameter, QueryParameter
+from litestar.params import QueryParameter
 
-from merchant_code.decoding import BIGINT_MAX
 from merchant_code.errors import InvalidInput
 
 # every list answers at most 100 items a page; asking for more is a 400 naming `limit`
 PageSize = Annotated[int, QueryParameter(ge=1, le=100, description="items per page, at most 100")]
-
-# ids and cursors are PostgreSQL bigints: past its range a number is a 400 naming the parameter,
-# not an overflow in the driver (a 500)
-RowId = Annotated[int, PathParameter(ge=1, le=BIGINT_MAX)]
-Before = Annotated[
-    int | None, QueryParameter(ge=1, le=BIGINT_MAX, description="the `next` of the page before")
-]
 
 # a cursor that is a row's public id (a UUID): anything else is a 400 naming the parameter
 UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
