@@ -44,7 +44,13 @@ from merchant_code.routes import (
     shops,
     webhooks,
 )
-from merchant_code.scheduler import jobs_state, registered_jobs, start_scheduler
+from merchant_code.scheduler import (
+    jobs_state,
+    quiet_scheduler,
+    registered_jobs,
+    start_scheduler,
+    stop_scheduler,
+)
 from merchant_code.secret import signing_key
 from merchant_code.settings import Settings
 
@@ -180,6 +186,18 @@ async def _ensure_sticker_key(pool: Any, settings: Settings) -> None:
         logging.getLogger("merchant_code").warning("no sticker signing key yet: %s", exc)
 
 
+async def _close(pool: Any) -> None:
+    """Close a pool, waiting a little for connections still out; then close them regardless, so
+    that a stopping worker never outlasts granian's kill timeout."""
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+    except TimeoutError:
+        pool.terminate()
+
+
+POOL_CLOSE_SECONDS = 2.0
+
+
 def create_app(settings: Settings) -> Litestar:
     if settings.database_url is None:
         raise StartupError("create_app needs settings.database_url (the CLI starts the database)")
@@ -210,11 +228,12 @@ def create_app(settings: Settings) -> Litestar:
             yield
         finally:
             if scheduler is not None:
-                scheduler.shutdown(wait=False)
-            for pool in (app.state.pool, app.state.scan_pool, app.state.side_pool, app.state.jobs_pool):
-                await pool.close()
+                await stop_scheduler(scheduler)
+            pools = (app.state.pool, app.state.scan_pool, app.state.side_pool, app.state.jobs_pool)
+            await asyncio.gather(*(_close(pool) for pool in pools))
 
     logging.getLogger("merchant_code").setLevel(settings.log_level.upper())
+    quiet_scheduler(settings.log_level)
     # one line per feed request is noise; the feed runner logs each run instead
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("merchant_code").level))
     app = Litestar(

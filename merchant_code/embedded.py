@@ -55,6 +55,7 @@ def embedded_postgres(pgdata: Path) -> Iterator[str]:
     pgdata = _prepare(pgdata)
     module = _server_module()
     _forget_dead_handles(pgdata)
+    attached = _running(pgdata)
     try:
         server = module.get_server(pgdata, cleanup_mode="stop")
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
@@ -62,12 +63,34 @@ def embedded_postgres(pgdata: Path) -> Iterator[str]:
         raise StartupError(f"embedded PostgreSQL in {pgdata} did not start: {tail or exc}") from None
     except (OSError, AssertionError) as exc:
         raise StartupError(f"embedded PostgreSQL in {pgdata} did not start: {exc}") from None
+    if attached:
+        log.info("using the running embedded PostgreSQL in %s", pgdata)
     try:
         _ensure_database(server)
         yield server.get_uri(database=APP_DATABASE)
     finally:
-        log.info("stopping embedded PostgreSQL in %s", pgdata)
+        # the wheel stops the server only when the last process using it lets go: say so only then
+        _forget_dead_handles(pgdata)
+        if not _others_using(pgdata):
+            log.info("stopping embedded PostgreSQL in %s", pgdata)
         server.cleanup()
+
+
+def _running(pgdata: Path) -> bool:
+    """Whether another process's server runs in the folder already (this one then attaches)."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return False
+    return _alive(pid)
+
+
+def _others_using(pgdata: Path) -> bool:
+    try:
+        pids = json.loads((pgdata / ".handle_pids.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(isinstance(pid, int) and pid != os.getpid() and _alive(pid) for pid in pids)
 
 
 def _forget_dead_handles(pgdata: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
@@ -73,3 +74,47 @@ def start_scheduler(state: Any, jobs: list[Job]) -> AsyncIOScheduler:
         )
     scheduler.start()
     return scheduler
+
+
+# how long a stopping worker lets running jobs finish before it cancels them; with the pools'
+# close this stays well inside granian's workers_kill_timeout (commands.serve)
+STOP_GRACE_SECONDS = 4.0
+
+
+async def stop_scheduler(scheduler: AsyncIOScheduler, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Stop starting jobs, let the running ones finish for `grace` seconds, cancel the rest and
+    wait for them to unwind, so that no job holds a pooled connection when the pools close.
+
+    APScheduler's own shutdown cancels every running job at once, whatever `wait` says (its
+    AsyncIOExecutor cannot wait): a drain or a feed pull then died mid-query with a traceback,
+    and the pools' close waited on connections the dying jobs still held.
+    """
+    scheduler.pause()
+    executor = scheduler._lookup_executor("default")  # the one executor start_scheduler made
+    running = {f for f in getattr(executor, "_pending_futures", ()) if not f.done()}
+    if running:
+        _, running = await asyncio.wait(running, timeout=grace)
+    scheduler.shutdown(wait=False)  # cancels what is left
+    if running:
+        await asyncio.wait(running, timeout=grace)
+
+
+class _StoppedJobs(logging.Filter):
+    """A job cancelled because its worker stops is no error to show with a traceback: one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            record.msg = 'Job "%s" cut short: the worker is stopping'
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_scheduler(log_level: str) -> None:
+    """APScheduler logs every run at INFO (two lines a run, about a hundred a minute): keep that
+    for MERCHANT_CODE_LOG_LEVEL=debug; its warnings and errors show at any level."""
+    apscheduler = logging.getLogger("apscheduler")
+    apscheduler.setLevel(logging.DEBUG if log_level == "debug" else logging.WARNING)
+    executors = logging.getLogger("apscheduler.executors.default")
+    if not any(isinstance(f, _StoppedJobs) for f in executors.filters):
+        executors.addFilter(_StoppedJobs())

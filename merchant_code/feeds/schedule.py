@@ -27,7 +27,8 @@ async def pull(state: Any, name: str) -> None:
     now = datetime.datetime.now(datetime.UTC)
     paused = source["paused_until"]
     if paused is not None and paused > now:
-        log.info("feed %s is paused until %s after %s failures", name, paused, source["failures"])
+        # its failures were logged as they happened; each skipped interval is no news
+        log.debug("feed %s is paused until %s after %s failures", name, paused, source["failures"])
         return
     if await _ran_lately(state, source):
         return
@@ -38,7 +39,12 @@ async def pull(state: Any, name: str) -> None:
         if await _ran_lately(state, source):
             return
         result = await runner.run_source(state.pool, name)
-    level = logging.INFO if result.status in ("ok", "skipped") else logging.WARNING
+    c = result.counts
+    changed = c.inserted or c.updated or c.quarantined
+    # a run that brought nothing new is no news at INFO (a source every minute would bury the log)
+    level = logging.INFO if changed else logging.DEBUG
+    if result.status not in ("ok", "skipped"):
+        level = logging.WARNING
     log.log(level, "feed %s: %s %s %s", name, result.status, result.counts, result.error or "")
 
 
