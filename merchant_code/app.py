@@ -35,6 +35,7 @@ from merchant_code.routes import (
     dashboard,
     feeds_quality,
     health,
+    home,
     open311,
     policies,
     public,
@@ -74,6 +75,7 @@ def template_filters(tz: str) -> Callable[[JinjaTemplateEngine], None]:
 
 # The explicit route list: nothing else imports merchant_code.routes.
 ROUTES: list[ControllerRouterHandler] = [
+    home.home_page,
     health.healthz,
     health.readyz,
     scan.scan,

@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--host", help="address to listen on (MERCHANT_CODE_HOST)")
         p.add_argument("--port", type=int, help="port to listen on (MERCHANT_CODE_PORT)")
         p.add_argument("--workers", type=int, help="worker processes (MERCHANT_CODE_WORKERS)")
+        if name == "demo":
+            p.add_argument(
+                "--info",
+                action="store_true",
+                help="print a running demo's scan pages, logins and a fresh claim code again",
+            )
     sub.add_parser("migrate", help="apply pending migrations and exit")
     backup = sub.add_parser(
         "backup", help="pg_dump of one snapshot (consistent while writes go on) and a manifest"
@@ -223,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "restore" and args.into:  # another server: start no embedded one
             commands.restore(args.into, args)
             return
-        if args.command in {"serve", "demo"}:
+        if args.command == "demo" and args.info:
+            run = commands.demo_info
+        elif args.command in {"serve", "demo"}:
             commands.ensure_port_free(settings.host, settings.port)
         adding = args.command in {"feeds", "channels"} and args.action == "add"
         if adding and (problem := commands.url_problem(args)):

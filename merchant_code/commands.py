@@ -9,6 +9,7 @@ import errno
 import os
 import re
 import socket
+import subprocess
 import sys
 from typing import Any
 
@@ -96,14 +97,58 @@ DEMO_DRIFT_SECONDS = 900
 
 
 def demo(settings: Settings, url: str) -> None:
-    feed_provider = asyncio.run(_prepare_demo(settings, url))
+    from merchant_code import demo_info
+
+    feed_provider, banner = asyncio.run(_prepare_demo(settings, url))
+    demo_info.write_where(
+        settings.data_dir, demo_info.Where(settings.base_url, feed_provider.base_url, os.getpid())
+    )
+    print(f"merchant-code demo is starting at {settings.base_url}; where to look follows once it answers")
+    announcer = _announce_when_ready(settings, banner)
     try:
-        serve(settings, url)
+        serve(msgspec.structs.replace(settings, demo=True), url)
     finally:
         feed_provider.stop()
+        announcer.terminate()
+        announcer.wait()
 
 
-async def _prepare_demo(settings: Settings, url: str) -> Any:
+def _announce_when_ready(settings: Settings, banner: list[str]) -> subprocess.Popen[bytes]:
+    """Print the banner once /readyz answers, after granian's start-up lines, where it is seen.
+
+    A process of its own, not a thread: granian forks its workers, and a fork taken while a thread
+    holds a lock (an import, an HTTP connection) leaves the worker stuck on that lock for ever.
+    """
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)  # noqa: S104
+    ready = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}/readyz"
+    code = "from merchant_code.demo_info import announce; announce()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, ready, str(os.getpid())], stdin=subprocess.PIPE
+    )
+    assert child.stdin is not None
+    child.stdin.write("\n".join(banner).encode())
+    child.stdin.close()
+    return child
+
+
+def demo_info(settings: Settings, url: str) -> None:
+    """The banner of a running demo again, with a fresh claim code (the printed one may be used)."""
+    from merchant_code import demo_info as info
+    from merchant_code.embedded import alive
+
+    where = info.read_where(settings.data_dir)
+    if where is None:
+        raise DomainError(
+            f"no demo has run with the data folder {settings.data_dir}: start one with `merchant-code demo`"
+        )
+    base, feeds_url = where.base_url, where.feeds_url
+    banner = asyncio.run(_with_conn(url, lambda conn: _banner(conn, settings, base, feeds_url)))
+    print("\n".join(banner))
+    if not alive(where.pid):
+        print(f"(the demo that served {base} is not running now: `merchant-code demo` starts it)")
+
+
+async def _prepare_demo(settings: Settings, url: str) -> tuple[Any, list[str]]:
     from merchant_code.feeds import provider as demo_feeds
 
     await _migrate(url)
@@ -118,61 +163,75 @@ async def _prepare_demo(settings: Settings, url: str) -> Any:
                 today=datetime.date.today(),
                 base=settings.base_url,
             )
-        shops = [dict(r) async for r in db.queries.list_demo_shops(conn)]
-        owned = await db.queries.get_demo_merchant_shop(conn, login="merchant")
-        claim = await db.queries.get_demo_claim_shop(conn)
-        claim_code = await accounts.issue_claim_code(conn, claim["code"]) if claim else None
         # a local provider serving the district in the five feed formats, pulled by the scheduler
         # its LIVES publisher drifts after a while, so the quality report has something to show
         feed_provider = demo_feeds.start(
             await demo_feeds.load_shops(conn), settings.demo_seed, drift_after=DEMO_DRIFT_SECONDS
         )
-        sources = demo_feeds.demo_sources(feed_provider.base_url)
-        await demo_feeds.register(conn, sources)
+        await demo_feeds.register(conn, demo_feeds.demo_sources(feed_provider.base_url))
+        banner = await _banner(conn, settings, settings.base_url, feed_provider.base_url)
     finally:
         await conn.close()
-    base = settings.base_url
-    print(f"\nmerchant-code is starting at {base}  (Ctrl-C stops it and its database)")
-    print(f"  ready check:   {base}/readyz      API schema: {base}/schema")
-    print("  scan pages (as a citizen would open the sticker):")
-    for row in shops:
-        print(f"    {base}/s/{row['code']}   {row['name']} ({row['trade_name']})")
-    _print_logins(settings.demo_seed)
-    print(f"  log in at {base}/login  (API: POST {base}/api/v1/auth/login)")
+    return feed_provider, banner
+
+
+async def _banner(conn: asyncpg.Connection, settings: Settings, base: str, feeds_url: str) -> list[str]:
+    """Where to look: scan pages, logins, a fresh claim code (the earlier one stops working), feeds."""
+    from merchant_code import demo_info
+    from merchant_code.feeds import provider as demo_feeds
+
+    shops = await demo_info.shops(conn)
+    owned = await db.queries.get_demo_merchant_shop(conn, login="merchant")
+    claim = await db.queries.get_demo_claim_shop(conn)
+    claim_code = await accounts.issue_claim_code(conn, claim["code"]) if claim else None
+    sources = demo_feeds.demo_sources(feeds_url)
+    out = [
+        f"\nmerchant-code is ready at {base}  (Ctrl-C stops it and its database;"
+        " `merchant-code demo --info` prints this again)",
+        f"  ready check:   {base}/readyz      API schema: {base}/schema      this list: {base}/",
+        "  scan pages (as a citizen would open the sticker):",
+        *(f"    {base}/s/{shop.code}   {shop.name} ({shop.trade_name})" for shop in shops),
+        *_login_lines(settings.demo_seed),
+        f"  log in at {base}/login  (API: POST {base}/api/v1/auth/login)",
+    ]
     if owned:
         code = owned["code"]
-        print(
+        out.append(
             f"  the demo merchant's shop, {owned['name']}: {base}/s/{code}"
             f"  (sticker {base}/s/{code}/sticker.svg, poster {base}/s/{code}/poster.svg)"
         )
-        print(
+        out.append(
             "    try: open it as a citizen; log in as merchant and add a licence; log in as inspector,"
             " verify it and file an inspection; open it again as a citizen"
         )
     if claim and claim_code:
-        print(
+        out.append(
             f"  claim a shop as its owner at {base}/claim: shop code {claim['code']} ({claim['name']}),"
-            f" claim code {claim_code}, phone {claim['owner_phone']}  (a new code at each start)"
+            f" claim code {claim_code}, phone {claim['owner_phone']}  (fresh: any earlier code no longer"
+            f" works; another with `merchant-code shop claim-code {claim['code']}`)"
         )
-    print(
+    out += [
         f"  policy pushes: log in as manager, open {base}/manage/policies and schedule a policy for"
-        f" catering a minute ahead; at that minute the merchant's inbox ({base}/inbox) shows it"
-    )
-    print(f"  feeds: a local provider at {feed_provider.base_url} serves the district as")
-    print("    " + ", ".join(f"{s.name} ({s.kind})" for s in sources))
-    print("    the scheduler pulls them; `merchant-code feeds status` shows each source's runs")
-    print(
+        f" catering a minute ahead; at that minute the merchant's inbox ({base}/inbox) shows it",
+        f"  feeds: a local provider at {feeds_url} serves the district as",
+        "    " + ", ".join(f"{s.name} ({s.kind})" for s in sources),
+        "    the scheduler pulls them; `merchant-code feeds status` shows each source's runs",
         f"  data quality: {base}/manage/feeds (manager) or `merchant-code feeds quality`; after"
         f" {DEMO_DRIFT_SECONDS // 60} minutes demo-lives renames a column and inverts its scores:"
-        " its report fails and a data-quality case opens for the food safety division"
-    )
-    return feed_provider
+        " its report fails and a data-quality case opens for the food safety division",
+    ]
+    return out
+
+
+def _login_lines(seed: int) -> list[str]:
+    return ["  demo logins:"] + [
+        f"    {login.role:<10} {login.login} / {login.password}   {login.detail}"
+        for login in seeding.demo_logins(seed)
+    ]
 
 
 def _print_logins(seed: int) -> None:
-    print("  demo logins:")
-    for login in seeding.demo_logins(seed):
-        print(f"    {login.role:<10} {login.login} / {login.password}   {login.detail}")
+    print("\n".join(_login_lines(seed)))
 
 
 def _export(settings: Settings) -> None:

@@ -82,7 +82,7 @@ def _running(pgdata: Path) -> bool:
         pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return False
-    return _alive(pid)
+    return alive(pid)
 
 
 def _others_using(pgdata: Path) -> bool:
@@ -90,7 +90,7 @@ def _others_using(pgdata: Path) -> bool:
         pids = json.loads((pgdata / ".handle_pids.json").read_text())
     except (OSError, ValueError):
         return False
-    return any(isinstance(pid, int) and pid != os.getpid() and _alive(pid) for pid in pids)
+    return any(isinstance(pid, int) and pid != os.getpid() and alive(pid) for pid in pids)
 
 
 def _forget_dead_handles(pgdata: Path) -> None:
@@ -105,12 +105,12 @@ def _forget_dead_handles(pgdata: Path) -> None:
         pids = json.loads(handles.read_text())
     except (OSError, ValueError):
         return
-    alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
-    if alive != pids:
-        handles.write_text(json.dumps(alive))
+    living = [pid for pid in pids if isinstance(pid, int) and alive(pid)]
+    if living != pids:
+        handles.write_text(json.dumps(living))
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

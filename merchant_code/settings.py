@@ -73,6 +73,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     demo_shops: Annotated[int, msgspec.Meta(ge=1, le=5_000_000)] = 2000
     demo_seed: int = 2026
+    # set by `merchant-code demo` for its workers: `/` then shows where to look and the logins
+    demo: bool = False
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
     # signs session tokens; unset: generated once into DATA_DIR/secret_key and kept there
     secret_key: str | None = None
