@@ -86,8 +86,9 @@ def serve(settings: Settings, url: str) -> None:
         workers=settings.workers,
         factory=True,
         log_level=LogLevels(settings.log_level),
-        # a worker that got Ctrl-C from the terminal and then the server's stop can hang in
-        # granian's signal handler; stop waiting for it after a while
+        # a safety net only: a worker's stop is bounded well inside it (the jobs' grace and the
+        # pools' close in app.py and scheduler.py), and Ctrl-C reaching a worker from the
+        # terminal as well as from granian just starts the same stop twice
         workers_kill_timeout=10,
     ).serve()
 

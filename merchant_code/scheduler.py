@@ -78,7 +78,9 @@ def start_scheduler(state: Any, jobs: list[Job]) -> AsyncIOScheduler:
 
 # how long a stopping worker lets running jobs finish before it cancels them; with the pools'
 # close this stays well inside granian's workers_kill_timeout (commands.serve)
-STOP_GRACE_SECONDS = 4.0
+STOP_GRACE_SECONDS = 3.0
+# how long cancelled jobs get to unwind (roll back, give their connection back)
+UNWIND_SECONDS = 1.5
 
 
 async def stop_scheduler(scheduler: AsyncIOScheduler, grace: float = STOP_GRACE_SECONDS) -> None:
@@ -96,7 +98,7 @@ async def stop_scheduler(scheduler: AsyncIOScheduler, grace: float = STOP_GRACE_
         _, running = await asyncio.wait(running, timeout=grace)
     scheduler.shutdown(wait=False)  # cancels what is left
     if running:
-        await asyncio.wait(running, timeout=grace)
+        await asyncio.wait(running, timeout=UNWIND_SECONDS)
 
 
 class _StoppedJobs(logging.Filter):

@@ -78,6 +78,8 @@ AREA_STAFF_PAGE = _expect(303, 403, 403, 303, 404, 303, 303)
 # (method, route path as Litestar lists it) -> how to call it, and the status each person gets
 MATRIX: dict[tuple[str, str], tuple[Call, dict[str, int]]] = {
     ("GET", "/healthz"): (get("/healthz"), _all(200)),
+    # where to look, in demo mode only (tests/test_demo_home.py); nothing is at / otherwise
+    ("GET", "/"): (get("/"), _all(404)),
     ("GET", "/readyz"): (get("/readyz"), _all(200)),
     ("GET", "/s/{code:str}"): (get("/s/{a}"), _all(200)),
     ("POST", "/api/v1/auth/login"): (
