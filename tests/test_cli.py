@@ -9,8 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -110,6 +111,8 @@ class Running:
     """`merchant-code serve` or `demo` in its own process group (as a terminal runs it), its output
     in a file read as it grows."""
 
+    started: ClassVar[list[Running]] = []
+
     def __init__(self, tmp_path: Path, *args: str, **settings: str) -> None:
         self.log_path = tmp_path / f"out-{time.monotonic_ns()}.log"
         self.pg = Path(settings["pg_data"])
@@ -123,6 +126,7 @@ class Running:
                 cwd=ROOT,
                 start_new_session=True,
             )
+        Running.started.append(self)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -164,6 +168,21 @@ class Running:
         assert took < STOP_SECONDS, f"took {took:.1f} s to stop:\n{out}"
         assert not [bad for bad in UNCLEAN if bad in out], out
         assert not _postgres_running(self.pg), "the embedded PostgreSQL was left running"
+
+
+@pytest.fixture(autouse=True)
+def _no_service_left_running() -> Iterator[None]:
+    """A test that fails half-way leaves no demo or server (nor its database) behind."""
+    yield
+    while Running.started:
+        run = Running.started.pop()
+        if run.proc.poll() is None:
+            os.killpg(run.proc.pid, signal.SIGTERM)
+            try:
+                run.proc.wait(timeout=STOP_SECONDS * 3)
+            except subprocess.TimeoutExpired:
+                os.killpg(run.proc.pid, signal.SIGKILL)
+                run.proc.wait()
 
 
 def _postgres_running(pg: Path) -> bool:
