@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import mmap
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.flood import FloodGate
 from merchant_code.profile_cache import ProfileCache
+from merchant_code.shared_buckets import SharedGate
 from merchant_code.routes import (
     admin,
     auth,
@@ -180,7 +182,9 @@ async def _ensure_sticker_key(pool: Any, settings: Settings) -> None:
         logging.getLogger("merchant_code").warning("no sticker signing key yet: %s", exc)
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, shared_limits: mmap.mmap | None = None) -> Litestar:
+    """`shared_limits`: the serve command's table of per-client buckets, shared by its workers;
+    without one (tests, one process) each app keeps its own."""
     if settings.database_url is None:
         raise StartupError("create_app needs settings.database_url (the CLI starts the database)")
     url = settings.database_url
@@ -249,9 +253,7 @@ def create_app(settings: Settings) -> Litestar:
                 "profile_cache": ProfileCache(settings.scan_cache_entries, settings.base_url),
                 "write_slots": asyncio.Semaphore(settings.write_concurrency),
                 "sticker_checker": genuine.Checker(settings.base_url),
-                "flood_gate": (
-                    FloodGate(settings.scan_rate, settings.scan_burst) if settings.scan_rate else None
-                ),
+                "flood_gate": _scan_gate(settings, shared_limits),
             }
         ),
         template_config=TemplateConfig(
@@ -265,6 +267,14 @@ def create_app(settings: Settings) -> Litestar:
     bodies.document_problems(app)
     _allow_every_method(app)
     return app
+
+
+def _scan_gate(settings: Settings, shared: mmap.mmap | None) -> FloodGate | SharedGate | None:
+    if not settings.scan_rate:
+        return None
+    if shared is not None:
+        return SharedGate(shared, b"scan", settings.scan_rate, settings.scan_burst)
+    return FloodGate(settings.scan_rate, settings.scan_burst)
 
 
 def _allow_every_method(app: Litestar) -> None:
