@@ -22,12 +22,11 @@ from litestar.routes import HTTPRoute
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
-from merchant_code import __version__, access, bodies, body_guard, db, decoding, genuine, migrate
+from merchant_code import __version__, access, bodies, body_guard, db, decoding, genuine, load, migrate
 from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.flood import FloodGate
 from merchant_code.profile_cache import ProfileCache
-from merchant_code.shared_buckets import SharedGate
 from merchant_code.routes import (
     admin,
     auth,
@@ -49,6 +48,7 @@ from merchant_code.routes import (
 from merchant_code.scheduler import jobs_state, registered_jobs, start_scheduler
 from merchant_code.secret import signing_key
 from merchant_code.settings import Settings
+from merchant_code.shared_buckets import SharedGate
 
 
 def template_filters(tz: str) -> Callable[[JinjaTemplateEngine], None]:
@@ -192,31 +192,36 @@ def create_app(settings: Settings, shared_limits: mmap.mmap | None = None) -> Li
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         role = await db.app_role(url)
-        # four pools, so that no kind of work can take the connections another needs: requests
-        # (one each at most), scans, the throttles counted beside a request, and background jobs
-        app.state.pool = await db.create_pool(
-            url, min_size=settings.pool_min, max_size=settings.pool_max, role=role
-        )
-        for name, size in (
-            ("scan_pool", settings.scan_pool_max),
-            ("side_pool", settings.side_pool_max),
-            ("jobs_pool", settings.jobs_pool_max),
+        # a pool per kind of work, so that none can take the connections another needs: requests
+        # (one each at most: writes and signed-in reads), scans, the public API and its searches,
+        # the throttles counted beside a request, and background jobs; each with its own
+        # statement_timeout, so that a runaway statement ends instead of holding its share
+        for name, least, size, seconds in (
+            ("pool", settings.pool_min, settings.pool_max, settings.request_statement_seconds),
+            ("scan_pool", settings.pool_min, settings.scan_pool_max, settings.scan_statement_seconds),
+            ("search_pool", 0, settings.search_concurrency, settings.search_statement_seconds),
+            ("side_pool", settings.pool_min, settings.side_pool_max, settings.request_statement_seconds),
+            ("jobs_pool", settings.pool_min, settings.jobs_pool_max, settings.jobs_statement_seconds),
         ):
-            least = min(settings.pool_min, size)
-            setattr(app.state, name, await db.create_pool(url, min_size=least, max_size=size, role=role))
+            pool = await db.create_pool(
+                url, min_size=min(least, size), max_size=size, role=role, statement_seconds=seconds
+            )
+            setattr(app.state, name, pool)
         await _ensure_sticker_key(app.state.pool, settings)
         scheduler = (
             start_scheduler(jobs_state(app.state.jobs_pool, settings), registered_jobs())
             if settings.scheduler
             else None
         )
+        load.watch(app.state)  # background jobs yield to this app's requests
         try:
             yield
         finally:
+            load.unwatch(app.state)
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
-            for pool in (app.state.pool, app.state.scan_pool, app.state.side_pool, app.state.jobs_pool):
-                await pool.close()
+            for name in ("pool", "scan_pool", "search_pool", "side_pool", "jobs_pool"):
+                await getattr(app.state, name).close()
 
     logging.getLogger("merchant_code").setLevel(settings.log_level.upper())
     # one line per feed request is noise; the feed runner logs each run instead
@@ -252,6 +257,7 @@ def create_app(settings: Settings, shared_limits: mmap.mmap | None = None) -> Li
                 "signing_key": signing_key(settings),
                 "profile_cache": ProfileCache(settings.scan_cache_entries, settings.base_url),
                 "write_slots": asyncio.Semaphore(settings.write_concurrency),
+                "search_slots": asyncio.Semaphore(settings.search_concurrency),
                 "sticker_checker": genuine.Checker(settings.base_url),
                 "flood_gate": _scan_gate(settings, shared_limits),
             }

@@ -16,13 +16,14 @@ import asyncpg
 import msgspec
 from litestar import Request, Response, Router, get
 from litestar.datastructures import State
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from merchant_code import access, db
+from merchant_code.bulkheads import SearchAdmission
 from merchant_code.codes import parse_shop_code
 from merchant_code.decoding import BIGINT_MAX
 from merchant_code.errors import InvalidInput, NotFound
@@ -262,6 +263,8 @@ rate_limit = RateLimitConfig(rate_limit=("minute", PUBLIC_RATE), identifier_for_
 router = Router(
     path="/api/v1",
     route_handlers=[search, shop, changes, request_export, export_status, download_export],
-    middleware=[rate_limit.middleware],
+    # its own share of each worker (bulkheads.py): a few at once on their own connections
+    middleware=[rate_limit.middleware, SearchAdmission()],
+    dependencies={"conn": Provide(db.provide_search_db)},
     tags=["public"],
 )
