@@ -22,7 +22,18 @@ from litestar.routes import HTTPRoute
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
-from merchant_code import __version__, access, bodies, body_guard, db, decoding, genuine, load, migrate
+from merchant_code import (
+    __version__,
+    access,
+    bodies,
+    body_guard,
+    client_limits,
+    db,
+    decoding,
+    genuine,
+    load,
+    migrate,
+)
 from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.flood import FloodGate
@@ -260,6 +271,7 @@ def create_app(settings: Settings, shared_limits: mmap.mmap | None = None) -> Li
                 "search_slots": asyncio.Semaphore(settings.search_concurrency),
                 "sticker_checker": genuine.Checker(settings.base_url),
                 "flood_gate": _scan_gate(settings, shared_limits),
+                "public_gate": _public_gate(shared_limits),
             }
         ),
         template_config=TemplateConfig(
@@ -281,6 +293,11 @@ def _scan_gate(settings: Settings, shared: mmap.mmap | None) -> FloodGate | Shar
     if shared is not None:
         return SharedGate(shared, b"scan", settings.scan_rate, settings.scan_burst)
     return FloodGate(settings.scan_rate, settings.scan_burst)
+
+
+def _public_gate(shared: mmap.mmap | None) -> FloodGate | SharedGate:
+    rate, burst = client_limits.PUBLIC_RATE / client_limits.WINDOW, client_limits.PUBLIC_RATE
+    return SharedGate(shared, b"public", rate, burst) if shared is not None else FloodGate(rate, burst)
 
 
 def _allow_every_method(app: Litestar) -> None:

@@ -84,6 +84,14 @@ class Forbidden(DomainError):
     title = "Not allowed"
 
 
+class TooManyRequests(DomainError):
+    """A client past its rate (per address, across the service's workers)."""
+
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
+
+
 class Unavailable(DomainError):
     status = 503
     slug = "unavailable"

@@ -111,6 +111,10 @@ class SharedGate:
         self._tokens[slot] = tokens - 1.0
         return True
 
+    def tokens(self, address: str) -> float:
+        """What is left of the address's bucket, as of its last request."""
+        return float(self._tokens[self._slot(self._key(address), time.monotonic())])
+
     def retry_after(self, address: str) -> int:
         slot = self._slot(self._key(address), time.monotonic())
         missing = 1.0 - self._tokens[slot]
