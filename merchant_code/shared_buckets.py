@@ -3,10 +3,10 @@ configured rate whatever the number of workers (a bucket per process would give 
 
 `merchant-code serve` makes one table in shared memory before granian starts the workers and
 names it to them in `MERCHANT_CODE_LIMITS_SHM` (SLOTS x (key, tokens, stamp)); it unlinks the
-table when it stops (and multiprocessing's resource tracker does if it is killed). Workers map the
-same file. A slot is found by open addressing from a keyed hash of the address (keyed by a salt
-made with the table, so nobody can aim addresses at one slot); when the probed slots are all
-taken, the stalest is given to the newcomer.
+table when it stops, and the next serve unlinks the table of one that was killed (its name
+carries the pid). Workers map the same file. A slot is found by open addressing from a keyed
+hash of the address (keyed by a salt made with the table, so nobody can aim addresses at one
+slot); when the probed slots are all taken, the stalest is given to the newcomer.
 
 No lock: two workers updating one bucket at the same instant may both take the same token, a
 small over-grant only a client racing itself across workers can get, and rare. Time is
@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Mapping
 from multiprocessing import shared_memory
+from pathlib import Path
 
 ENV = "MERCHANT_CODE_LIMITS_SHM"
 SLOTS = 1 << 16  # 1.5 MB; past this many busy addresses the stalest lose their bucket
@@ -28,21 +29,51 @@ PROBES = 8
 SALT_BYTES = 16
 _SLOT_BYTES = 24  # key (8), tokens (8), stamp (8)
 HASHES_KEPT = 100_000
+NAME_PREFIX = "merchant_code_limits_"  # and the pid of the serve process that made it
+SHM_DIR = "/dev/shm"  # noqa: S108  (where Linux keeps POSIX shared memory, not a temporary file)
 SIZE = SALT_BYTES + SLOTS * _SLOT_BYTES
 
 
 def create() -> shared_memory.SharedMemory:
     """The table, zeroed, with a fresh salt (the serve command's, before the workers start)."""
-    shm = shared_memory.SharedMemory(create=True, size=SIZE)
+    sweep()
+    name = f"{NAME_PREFIX}{os.getpid()}"
+    try:
+        shm = shared_memory.SharedMemory(name=name, create=True, size=SIZE)
+    except FileExistsError:  # a dead process's of the same pid (sweep spares this pid's)
+        shared_memory.SharedMemory(name=name).unlink()
+        shm = shared_memory.SharedMemory(name=name, create=True, size=SIZE)
     assert shm.buf is not None
     shm.buf[:SALT_BYTES] = os.urandom(SALT_BYTES)
     return shm
 
 
+def sweep() -> list[str]:
+    """Unlink the tables of serve processes that are gone: one killed together with its process
+    group (kill -9 of a whole unit) had no chance to unlink its own. Returns their names."""
+    gone = []
+    for path in Path(SHM_DIR).glob(NAME_PREFIX + "*"):
+        pid = path.name.removeprefix(NAME_PREFIX)
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+            gone.append(path.name)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def attach(name: str) -> mmap.mmap:
     """A worker's view of the table. Not through SharedMemory: on Python 3.11 attaching registers
     the segment with the worker's resource tracker, which would unlink it when the worker exits."""
-    fd = os.open(f"/dev/shm/{name.lstrip('/')}", os.O_RDWR)  # noqa: S108  (POSIX shm's mount)
+    fd = os.open(f"{SHM_DIR}/{name.lstrip('/')}", os.O_RDWR)
     try:
         return mmap.mmap(fd, SIZE)
     finally:

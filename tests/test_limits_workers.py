@@ -4,6 +4,9 @@ live in one table in shared memory, made by `serve` and gone when it stops."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -54,7 +57,7 @@ def test_two_workers_on_one_table_share_one_budget(table: shared_memory.SharedMe
 def _tables() -> set[Path]:
     """The tables of per-client buckets in shared memory now (other tests' may come and go)."""
     found = set()
-    for path in SHM.glob("psm_*"):
+    for path in SHM.glob(shared_buckets.NAME_PREFIX + "*"):
         try:
             if path.stat().st_size == shared_buckets.SIZE:
                 found.add(path)
@@ -75,6 +78,22 @@ def test_many_addresses_crowding_one_table_do_not_refuse_a_newcomer(
         assert not gate.allow("203.0.113.77", now=1.0)
     finally:
         gate.close()
+
+
+def test_a_table_left_by_a_killed_serve_is_swept_at_the_next_start() -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    left = SHM / f"{shared_buckets.NAME_PREFIX}{int(dead.stdout)}"
+    left.write_bytes(b"\0" * 64)
+    shm = shared_buckets.create()
+    try:
+        assert not left.exists()
+        assert shm.name.endswith(str(os.getpid()))
+    finally:
+        shm.close()
+        shm.unlink()
+    assert not (SHM / shm.name.lstrip("/")).exists()
 
 
 async def _flood(base: str, path: str) -> tuple[int, set[str]]:
