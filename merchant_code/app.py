@@ -207,12 +207,13 @@ def create_app(settings: Settings, shared_limits: mmap.mmap | None = None) -> Li
         # (one each at most: writes and signed-in reads), scans, the public API and its searches,
         # the throttles counted beside a request, and background jobs; each with its own
         # statement_timeout, so that a runaway statement ends instead of holding its share
-        for name, least, size, seconds in (
-            ("pool", settings.pool_min, settings.pool_max, settings.request_statement_seconds),
-            ("scan_pool", settings.pool_min, settings.scan_pool_max, settings.scan_statement_seconds),
-            ("search_pool", 0, settings.search_concurrency, settings.search_statement_seconds),
-            ("side_pool", settings.pool_min, settings.side_pool_max, settings.request_statement_seconds),
-            ("jobs_pool", settings.pool_min, settings.jobs_pool_max, settings.jobs_statement_seconds),
+        least = settings.pool_min
+        for name, size, seconds in (
+            ("pool", settings.pool_max, settings.request_statement_seconds),
+            ("scan_pool", settings.scan_pool_max, settings.scan_statement_seconds),
+            ("search_pool", settings.search_concurrency, settings.search_statement_seconds),
+            ("side_pool", settings.side_pool_max, settings.request_statement_seconds),
+            ("jobs_pool", settings.jobs_pool_max, settings.jobs_statement_seconds),
         ):
             pool = await db.create_pool(
                 url, min_size=min(least, size), max_size=size, role=role, statement_seconds=seconds
