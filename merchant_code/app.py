@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import mmap
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +22,18 @@ from litestar.routes import HTTPRoute
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
-from merchant_code import __version__, access, bodies, body_guard, db, decoding, genuine, migrate
+from merchant_code import (
+    __version__,
+    access,
+    bodies,
+    body_guard,
+    client_limits,
+    db,
+    decoding,
+    genuine,
+    load,
+    migrate,
+)
 from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.flood import FloodGate
@@ -54,6 +66,7 @@ from merchant_code.scheduler import (
 )
 from merchant_code.secret import signing_key
 from merchant_code.settings import Settings
+from merchant_code.shared_buckets import SharedGate
 
 
 def template_filters(tz: str) -> Callable[[JinjaTemplateEngine], None]:
@@ -200,7 +213,9 @@ async def _close(pool: Any) -> None:
 POOL_CLOSE_SECONDS = 2.0
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, shared_limits: mmap.mmap | None = None) -> Litestar:
+    """`shared_limits`: the serve command's table of per-client buckets, shared by its workers;
+    without one (tests, one process) each app keeps its own."""
     if settings.database_url is None:
         raise StartupError("create_app needs settings.database_url (the CLI starts the database)")
     url = settings.database_url
@@ -208,31 +223,37 @@ def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         role = await db.app_role(url)
-        # four pools, so that no kind of work can take the connections another needs: requests
-        # (one each at most), scans, the throttles counted beside a request, and background jobs
-        app.state.pool = await db.create_pool(
-            url, min_size=settings.pool_min, max_size=settings.pool_max, role=role
-        )
-        for name, size in (
-            ("scan_pool", settings.scan_pool_max),
-            ("side_pool", settings.side_pool_max),
-            ("jobs_pool", settings.jobs_pool_max),
+        # a pool per kind of work, so that none can take the connections another needs: requests
+        # (one each at most: writes and signed-in reads), scans, the public API and its searches,
+        # the throttles counted beside a request, and background jobs; each with its own
+        # statement_timeout, so that a runaway statement ends instead of holding its share
+        least = settings.pool_min
+        for name, size, seconds in (
+            ("pool", settings.pool_max, settings.request_statement_seconds),
+            ("scan_pool", settings.scan_pool_max, settings.scan_statement_seconds),
+            ("search_pool", settings.search_concurrency, settings.search_statement_seconds),
+            ("side_pool", settings.side_pool_max, settings.request_statement_seconds),
+            ("jobs_pool", settings.jobs_pool_max, settings.jobs_statement_seconds),
         ):
-            least = min(settings.pool_min, size)
-            setattr(app.state, name, await db.create_pool(url, min_size=least, max_size=size, role=role))
+            pool = await db.create_pool(
+                url, min_size=min(least, size), max_size=size, role=role, statement_seconds=seconds
+            )
+            setattr(app.state, name, pool)
         await _ensure_sticker_key(app.state.pool, settings)
         scheduler = (
             start_scheduler(jobs_state(app.state.jobs_pool, settings), registered_jobs())
             if settings.scheduler
             else None
         )
+        load.watch(app.state)  # background jobs yield to this app's requests
         try:
             yield
         finally:
+            load.unwatch(app.state)
             if scheduler is not None:
                 await stop_scheduler(scheduler)
-            pools = (app.state.pool, app.state.scan_pool, app.state.side_pool, app.state.jobs_pool)
-            await asyncio.gather(*(_close(pool) for pool in pools))
+            pools = ("pool", "scan_pool", "search_pool", "side_pool", "jobs_pool")
+            await asyncio.gather(*(_close(getattr(app.state, name)) for name in pools))
 
     logging.getLogger("merchant_code").setLevel(settings.log_level.upper())
     quiet_scheduler(settings.log_level)
@@ -269,10 +290,10 @@ def create_app(settings: Settings) -> Litestar:
                 "signing_key": signing_key(settings),
                 "profile_cache": ProfileCache(settings.scan_cache_entries, settings.base_url),
                 "write_slots": asyncio.Semaphore(settings.write_concurrency),
+                "search_slots": asyncio.Semaphore(settings.search_concurrency),
                 "sticker_checker": genuine.Checker(settings.base_url),
-                "flood_gate": (
-                    FloodGate(settings.scan_rate, settings.scan_burst) if settings.scan_rate else None
-                ),
+                "flood_gate": _scan_gate(settings, shared_limits),
+                "public_gate": _public_gate(shared_limits),
             }
         ),
         template_config=TemplateConfig(
@@ -286,6 +307,19 @@ def create_app(settings: Settings) -> Litestar:
     bodies.document_problems(app)
     _allow_every_method(app)
     return app
+
+
+def _scan_gate(settings: Settings, shared: mmap.mmap | None) -> FloodGate | SharedGate | None:
+    if not settings.scan_rate:
+        return None
+    if shared is not None:
+        return SharedGate(shared, b"scan", settings.scan_rate, settings.scan_burst)
+    return FloodGate(settings.scan_rate, settings.scan_burst)
+
+
+def _public_gate(shared: mmap.mmap | None) -> FloodGate | SharedGate:
+    rate, burst = client_limits.PUBLIC_RATE / client_limits.WINDOW, client_limits.PUBLIC_RATE
+    return SharedGate(shared, b"public", rate, burst) if shared is not None else FloodGate(rate, burst)
 
 
 def _allow_every_method(app: Litestar) -> None:

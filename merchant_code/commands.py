@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from merchant_code import accounts, audit, db, migrate, profiles
+from merchant_code import accounts, audit, db, migrate, profiles, shared_buckets
 from merchant_code import district as seeding
 from merchant_code.errors import DomainError, NotFound, StartupError
 from merchant_code.settings import PREFIX, Settings
@@ -78,19 +78,28 @@ def serve(settings: Settings, url: str) -> None:
     from granian.log import LogLevels
 
     _export(msgspec.structs.replace(settings, database_url=url))
-    Granian(
-        "merchant_code.asgi:app_from_env",
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        workers=settings.workers,
-        factory=True,
-        log_level=LogLevels(settings.log_level),
-        # a safety net only: a worker's stop is bounded well inside it (the jobs' grace and the
-        # pools' close in app.py and scheduler.py), and Ctrl-C reaching a worker from the
-        # terminal as well as from granian just starts the same stop twice
-        workers_kill_timeout=10,
-    ).serve()
+    # one table of per-client buckets for every worker, so a client's rate holds whatever their
+    # number; unlinked when serving stops (the resource tracker unlinks it if this is killed)
+    table = shared_buckets.create()
+    os.environ[shared_buckets.ENV] = table.name
+    try:
+        Granian(
+            "merchant_code.asgi:app_from_env",
+            address=settings.host,
+            port=settings.port,
+            interface=Interfaces.ASGI,
+            workers=settings.workers,
+            factory=True,
+            log_level=LogLevels(settings.log_level),
+            # a safety net only: a worker's stop is bounded well inside it (the jobs' grace and
+            # the pools' close in app.py and scheduler.py), and Ctrl-C reaching a worker from the
+            # terminal as well as from granian just starts the same stop twice
+            workers_kill_timeout=10,
+        ).serve()
+    finally:
+        os.environ.pop(shared_buckets.ENV, None)
+        table.close()
+        table.unlink()
 
 
 # seconds after the demo starts when its LIVES publisher starts to drift

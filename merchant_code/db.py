@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -85,8 +86,17 @@ async def app_role(url: str) -> str | None:
 
 
 async def create_pool(
-    url: str, *, min_size: int = 1, max_size: int = 10, role: str | None = None
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    role: str | None = None,
+    statement_seconds: float = 0,
 ) -> asyncpg.Pool:
+    """`statement_seconds`: the statement_timeout of the pool's connections (0: none)."""
+    server_settings = {"role": role} if role else {}
+    if statement_seconds:
+        server_settings["statement_timeout"] = str(max(1, round(statement_seconds * 1000)))
     try:
         pool = await asyncpg.create_pool(
             url,
@@ -95,7 +105,7 @@ async def create_pool(
             init=_init_connection,
             timeout=10.0,
             connection_class=PooledConnection,
-            server_settings={"role": role} if role else None,
+            server_settings=server_settings or None,
         )
     except Exception as exc:
         raise StartupError(describe_connect_error(url, exc)) from None
@@ -183,9 +193,20 @@ def acquire(pool: asyncpg.Pool, timeout: float = ACQUIRE_SECONDS) -> _Acquire:
 async def provide_db(state: State) -> AsyncIterator[asyncpg.Connection]:
     """One connection and one transaction per request; an exception rolls it back. The body has
     been read already (body_guard.BodyGuard), so a slow client never holds a connection."""
-    pool: asyncpg.Pool = state.pool
+    async with _transaction(state.pool, state.settings.acquire_seconds) as conn:
+        yield conn
+
+
+async def provide_search_db(state: State) -> AsyncIterator[asyncpg.Connection]:
+    """provide_db for the public API, from its own pool (its bulkhead: bulkheads.py)."""
+    async with _transaction(state.search_pool, state.settings.acquire_seconds) as conn:
+        yield conn
+
+
+@asynccontextmanager
+async def _transaction(pool: asyncpg.Pool, timeout: float) -> AsyncIterator[asyncpg.Connection]:
     held = _held.get()
-    async with acquire(pool, state.settings.acquire_seconds) as conn, conn.transaction():
+    async with acquire(pool, timeout) as conn, conn.transaction():
         if held is not None:
             held.add(id(pool))
         try:

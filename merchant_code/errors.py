@@ -84,6 +84,14 @@ class Forbidden(DomainError):
     title = "Not allowed"
 
 
+class TooManyRequests(DomainError):
+    """A client past its rate (per address, across the service's workers)."""
+
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
+
+
 class Unavailable(DomainError):
     status = 503
     slug = "unavailable"
@@ -217,6 +225,14 @@ def _unstorable(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
     return domain_problem(request, unstorable_text(request))
 
 
+def _statement_timeout(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # the statement outlived its kind's statement_timeout (bulkheads.py): the service is busy,
+    # not broken, and the client may try again
+    log.warning("statement timeout on %s %s", request.method, request.url.path)
+    busy = Busy("the service is busy; try again in a moment", retry_after=1)
+    return domain_problem(request, busy)
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     problem = Problem(
@@ -233,5 +249,6 @@ problem_handlers: ExceptionHandlersMap = {
     ValidationException: _validation,
     HTTPException: _http,
     **dict.fromkeys(UNSTORABLE_TEXT, _unstorable),
+    asyncpg.QueryCanceledError: _statement_timeout,
     Exception: _unexpected,
 }

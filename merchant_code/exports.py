@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import msgspec
 
-from merchant_code import csvsafe, db
+from merchant_code import csvsafe, db, load
 from merchant_code.errors import InvalidInput
 
 log = logging.getLogger("merchant_code.exports")
@@ -247,6 +247,7 @@ async def _batches(
     cursor = await conn.cursor(query.sql, area_path)
     while batch := await cursor.fetch(BATCH):
         yield batch
+        await load.pause_if_busy()
 
 
 # --- LIVES ---------------------------------------------------------------------------------------

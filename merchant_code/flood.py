@@ -39,6 +39,11 @@ class FloodGate:
         bucket[0] = tokens - 1.0
         return True
 
+    def tokens(self, address: str) -> float:
+        """What is left of the address's bucket, as of its last request."""
+        bucket = self.buckets.get(address)
+        return bucket[0] if bucket else self.burst
+
     def retry_after(self, address: str) -> int:
         bucket = self.buckets.get(address)
         missing = 1.0 - (bucket[0] if bucket else 1.0)

@@ -36,7 +36,7 @@ from apscheduler.triggers.cron import CronTrigger
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from merchant_code import audit, auth, csvsafe, db
+from merchant_code import audit, auth, csvsafe, db, load
 from merchant_code.errors import Conflict, InvalidInput, NotFound
 from merchant_code.feeds import http as guarded
 
@@ -511,6 +511,7 @@ async def deliver_inbox(conn: asyncpg.Connection, batch: int = INBOX_BATCH) -> i
         total += done
         if done < batch:
             return total
+        await load.pause_if_busy()
 
 
 def idempotency_key(row: asyncpg.Record | dict[str, Any]) -> str:
@@ -622,6 +623,7 @@ async def deliver_channels(
             )
             if len(rows) < batch:
                 return claimed
+            await load.pause_if_busy()
     finally:
         for client in clients.values():
             await client.aclose()

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from merchant_code import db, rendering
+from merchant_code import db, load, rendering
 from merchant_code.settings import Settings, cores
 
 BATCH = 2000
@@ -81,6 +81,7 @@ async def drain(
         total += rebuilt
         if not more:
             return total
+        await load.pause_if_busy()
 
 
 async def _one_batch(

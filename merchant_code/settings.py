@@ -17,7 +17,10 @@ import msgspec
 
 PREFIX = "MERCHANT_CODE_"
 # read by the test suite or dev.py, not by the service
-NOT_SETTINGS = frozenset({"TEST_DATABASE_URL", "CHROMIUM", "FUZZ_EXAMPLES", "HTTP_FUZZ_EXAMPLES"})
+# LIMITS_SHM: the serve command's shared table of per-client buckets, named to its workers
+NOT_SETTINGS = frozenset(
+    {"TEST_DATABASE_URL", "CHROMIUM", "FUZZ_EXAMPLES", "HTTP_FUZZ_EXAMPLES", "LIMITS_SHM"}
+)
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -55,6 +58,17 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # work and survive its failure (logins, password changes, claims, complaints, reopen, Open311):
     # never the request pool, whose connections may all be held by requests waiting for a throttle
     side_pool_max: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    # the public API (searches above all: one may cost a good part of a second of database time)
+    # is a bulkhead of its own per worker: this many at once on as many connections of their own;
+    # more wait at most search_wait_seconds, then 503 with Retry-After, never a queue of seconds
+    search_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    search_wait_seconds: Annotated[float, msgspec.Meta(ge=0, le=10)] = 0.2
+    # statement_timeout of each kind's connections (0: none): a runaway statement of one kind
+    # ends instead of holding its share; jobs (feed pulls, rebuilds, exports) run long statements
+    scan_statement_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 2.0
+    search_statement_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 1.0
+    request_statement_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
+    jobs_statement_seconds: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 600.0
     # background jobs (feed pulls, profile drains, pushes, exports) have a pool of their own,
     # so that however much of it they take, requests still get theirs
     jobs_pool_max: Annotated[int, msgspec.Meta(ge=3, le=64)] = 6

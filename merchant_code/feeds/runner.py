@@ -24,7 +24,7 @@ import httpx
 import msgspec
 import stamina
 
-from merchant_code import db
+from merchant_code import db, load
 from merchant_code.codes import parse_uscc
 from merchant_code.errors import InvalidInput, NotFound
 from merchant_code.feeds import http as feed_http
@@ -186,6 +186,7 @@ async def _pages(
             cursor = page.next_cursor
             if page.last:
                 return
+            await load.pause_if_busy()
 
 
 def _cursor(stored: Any) -> str | None:

@@ -2,7 +2,7 @@
 change feed of profiles. Public fields only (the citizen's document). Every answer carries an
 ETag, Last-Modified and the profile's freshness, and the rate-limit headers of the IETF draft
 (RateLimit-Limit, -Remaining, -Reset, -Policy): `PUBLIC_RATE` requests a minute per client
-address and worker process, then 429.
+address, whatever the number of worker processes, then 429 (client_limits.py).
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import asyncpg
 import msgspec
 from litestar import Request, Response, Router, get
 from litestar.datastructures import State
-from litestar.di import NamedDependency
-from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from merchant_code import access, db
+from merchant_code import db
+from merchant_code.bulkheads import SearchAdmission
+from merchant_code.client_limits import PublicLimit
 from merchant_code.codes import parse_shop_code
 from merchant_code.decoding import BIGINT_MAX
 from merchant_code.errors import InvalidInput, NotFound
@@ -30,7 +31,6 @@ from merchant_code.routes.exports import download_export, export_status, request
 from merchant_code.routes.params import PageSize, check_coordinates
 from merchant_code.views import CitizenShop
 
-PUBLIC_RATE = 600  # a minute, per client address and worker process
 CHANGES_MAX = 1000
 
 
@@ -86,10 +86,6 @@ class PublicProfile(CitizenShop, frozen=True):
 def _body(struct: type[Any], description: str) -> dict[int, ResponseSpec]:
     """The 200 of a handler answering pre-encoded bytes: what those bytes are, for the document."""
     return {200: ResponseSpec(data_container=struct, generate_examples=False, description=description)}
-
-
-def _client(request: Request[Any, Any, Any]) -> str:
-    return access.client_of(request) or "unknown"
 
 
 def _cached(
@@ -255,13 +251,13 @@ async def changes(
     return _cached(request, msgspec.json.encode(page), newest, max_age=0)
 
 
-rate_limit = RateLimitConfig(rate_limit=("minute", PUBLIC_RATE), identifier_for_request=_client)
-
 # the public API's own router: the rate limit (and its headers) applies to these routes only,
 # so the scan's hot path pays nothing for it
 router = Router(
     path="/api/v1",
     route_handlers=[search, shop, changes, request_export, export_status, download_export],
-    middleware=[rate_limit.middleware],
+    # its own share of each worker (bulkheads.py): a few at once on their own connections
+    middleware=[PublicLimit(), SearchAdmission()],
+    dependencies={"conn": Provide(db.provide_search_db)},
     tags=["public"],
 )
