@@ -17,7 +17,9 @@ OPEN LOOP. Each kind has a fixed arrival rate; a request is sent when it is due 
 the earlier ones have been answered, on an idle keep-alive connection or a new one, and its
 latency runs from when it was DUE (a stalled service shows as latency, not as a slower client).
 When --max-inflight requests of a process are already waiting, a due request is not sent: it is
-counted as `unsent` (an error of its kind). A request unanswered after --timeout is a `timeout`.
+counted as `unsent` (an error of its kind; the cap is shared by every kind of the process, so
+when scans pile up the searches and writes due then are unsent too). A request unanswered after
+--timeout is a `timeout`.
 The schedule's lag (when a request was written less when it was due) is reported: when its p99
 passes 5 ms, the output says that the client fell behind, and the figures are the client's.
 
