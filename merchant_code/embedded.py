@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,21 +54,47 @@ def _prepare(pgdata: Path) -> Path:
 def embedded_postgres(pgdata: Path) -> Iterator[str]:
     """Yield the URL of the application database on a running embedded server; stop it after."""
     pgdata = _prepare(pgdata)
+    with _one_starter(pgdata):
+        server = _start(pgdata)
+        try:
+            _ensure_database(server)
+        except BaseException:
+            server.cleanup()
+            raise
+    try:
+        yield server.get_uri(database=APP_DATABASE)
+    finally:
+        log.info("stopping embedded PostgreSQL in %s", pgdata)
+        server.cleanup()
+
+
+def _start(pgdata: Path) -> Any:
     module = _server_module()
     _forget_dead_handles(pgdata)
     try:
-        server = module.get_server(pgdata, cleanup_mode="stop")
+        return module.get_server(pgdata, cleanup_mode="stop")
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         tail = _log_tail(pgdata / "log")
         raise StartupError(f"embedded PostgreSQL in {pgdata} did not start: {tail or exc}") from None
     except (OSError, AssertionError) as exc:
         raise StartupError(f"embedded PostgreSQL in {pgdata} did not start: {exc}") from None
-    try:
-        _ensure_database(server)
-        yield server.get_uri(database=APP_DATABASE)
-    finally:
-        log.info("stopping embedded PostgreSQL in %s", pgdata)
-        server.cleanup()
+
+
+@contextmanager
+def _one_starter(pgdata: Path) -> Iterator[None]:
+    """One process at a time starts or joins the server of a data folder.
+
+    The wheel locks its own steps, but pruning the handle list and creating the database are
+    ours: a command (or a test worker) started at the same moment could add itself between our
+    read and our write of the list and be dropped from it (the server would then be stopped under
+    it by the next process to finish), or create the database twice.
+    """
+    with open(pgdata.parent / f".{pgdata.name}.start-lock", "a") as lock:
+        if sys.platform != "win32":  # elsewhere, starting one at a time is up to the user
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # closing the file lets the next one in
 
 
 def _forget_dead_handles(pgdata: Path) -> None:

@@ -17,7 +17,9 @@ import msgspec
 
 PREFIX = "MERCHANT_CODE_"
 # read by the test suite or dev.py, not by the service
-NOT_SETTINGS = frozenset({"TEST_DATABASE_URL", "CHROMIUM", "FUZZ_EXAMPLES", "HTTP_FUZZ_EXAMPLES"})
+NOT_SETTINGS = frozenset(
+    {"TEST_DATABASE_URL", "TEST_SLOWNESS", "CHROMIUM", "FUZZ_EXAMPLES", "HTTP_FUZZ_EXAMPLES"}
+)
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
