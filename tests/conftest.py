@@ -10,6 +10,7 @@ finish stops it. Every database name carries the worker's pid, so workers never 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -73,6 +74,13 @@ def template_db(server_url: str) -> Iterator[str]:
     asyncio.run(build())
     yield name
     asyncio.run(_admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def today() -> datetime.date:
+    """The test's day, read as it starts, never at import: a long (or parallel) run may cross
+    midnight, and the database's CURRENT_DATE would then be a day ahead of the test's."""
+    return datetime.date.today()
 
 
 @pytest.fixture
