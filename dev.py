@@ -88,7 +88,23 @@ def main(argv: list[str]) -> None:
     ensure_venv()
     if (ROOT / "tests" / "pages").is_dir():
         ensure_chromium()
-    os.execv(str(BIN / "python"), [str(BIN / "python"), "-m", "pytest", *rest])
+    os.execv(str(BIN / "python"), [str(BIN / "python"), "-m", "pytest", *parallel(rest), *rest])
+
+
+def parallel(pytest_args: list[str]) -> list[str]:
+    """`-n N` for pytest-xdist unless the caller chose (`-n 0`, `-p no:xdist`: one process)."""
+    chose = any(
+        arg in {"-n", "--numprocesses", "no:xdist", "-pno:xdist"} or arg.startswith(("-n", "--numprocesses="))
+        for arg in pytest_args
+    )
+    return [] if chose else ["-n", str(test_workers())]
+
+
+def test_workers() -> int:
+    # Most tests wait on PostgreSQL, a server subprocess or a browser rather than compute, so a
+    # worker more than there are cores keeps them busy (measured on 2 cores: see README).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores + 1
 
 
 if __name__ == "__main__":

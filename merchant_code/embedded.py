@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +54,24 @@ def _prepare(pgdata: Path) -> Path:
 def embedded_postgres(pgdata: Path) -> Iterator[str]:
     """Yield the URL of the application database on a running embedded server; stop it after."""
     pgdata = _prepare(pgdata)
+    with _one_starter(pgdata):
+        server = _start(pgdata)
+        try:
+            _ensure_database(server)
+        except BaseException:
+            server.cleanup()
+            raise
+    try:
+        yield server.get_uri(database=APP_DATABASE)
+    finally:
+        # the wheel stops the server only when the last process using it lets go: say so only then
+        _forget_dead_handles(pgdata)
+        if not _others_using(pgdata):
+            log.info("stopping embedded PostgreSQL in %s", pgdata)
+        server.cleanup()
+
+
+def _start(pgdata: Path) -> Any:
     module = _server_module()
     _forget_dead_handles(pgdata)
     attached = _running(pgdata)
@@ -65,15 +84,24 @@ def embedded_postgres(pgdata: Path) -> Iterator[str]:
         raise StartupError(f"embedded PostgreSQL in {pgdata} did not start: {exc}") from None
     if attached:
         log.info("using the running embedded PostgreSQL in %s", pgdata)
-    try:
-        _ensure_database(server)
-        yield server.get_uri(database=APP_DATABASE)
-    finally:
-        # the wheel stops the server only when the last process using it lets go: say so only then
-        _forget_dead_handles(pgdata)
-        if not _others_using(pgdata):
-            log.info("stopping embedded PostgreSQL in %s", pgdata)
-        server.cleanup()
+    return server
+
+
+@contextmanager
+def _one_starter(pgdata: Path) -> Iterator[None]:
+    """One process at a time starts or joins the server of a data folder.
+
+    The wheel locks its own steps, but pruning the handle list and creating the database are
+    ours: a command (or a test worker) started at the same moment could add itself between our
+    read and our write of the list and be dropped from it (the server would then be stopped under
+    it by the next process to finish), or create the database twice.
+    """
+    with open(pgdata.parent / f".{pgdata.name}.start-lock", "a") as lock:
+        if sys.platform != "win32":  # elsewhere, starting one at a time is up to the user
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # closing the file lets the next one in
 
 
 def _running(pgdata: Path) -> bool:

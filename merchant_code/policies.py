@@ -344,10 +344,11 @@ async def edit(
     *,
     tz: str,
     request_id: str | None = None,
+    now: datetime.datetime | None = None,
 ) -> None:
     """Change a policy that has not gone out yet."""
     row = await policy_for(conn, principal, public_id)
-    now = datetime.datetime.now(datetime.UTC)
+    now = now or datetime.datetime.now(datetime.UTC)
     due = _first_due(data, now, tz)
     area_ids = await _target_areas(conn, principal, data.area_codes)
     trades = await _check_trades(conn, data.trades)

@@ -19,7 +19,14 @@ PREFIX = "MERCHANT_CODE_"
 # read by the test suite or dev.py, not by the service
 # LIMITS_SHM: the serve command's shared table of per-client buckets, named to its workers
 NOT_SETTINGS = frozenset(
-    {"TEST_DATABASE_URL", "CHROMIUM", "FUZZ_EXAMPLES", "HTTP_FUZZ_EXAMPLES", "LIMITS_SHM"}
+    {
+        "TEST_DATABASE_URL",
+        "TEST_SLOWNESS",
+        "CHROMIUM",
+        "FUZZ_EXAMPLES",
+        "HTTP_FUZZ_EXAMPLES",
+        "LIMITS_SHM",
+    }
 )
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"

@@ -2,11 +2,15 @@
 
 With MERCHANT_CODE_TEST_DATABASE_URL set (a URL whose role may CREATE DATABASE) that server is
 used; otherwise the embedded one is started in a temporary folder and stopped at the end.
+Under pytest-xdist (`-n N`) the workers share one embedded server in the run's temporary folder:
+whichever worker comes first starts it, the wheel counts the workers using it and the last one to
+finish stops it. Every database name carries the worker's pid, so workers never meet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -36,7 +40,12 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    with embedded_postgres(tmp_path_factory.mktemp("pg") / "data") as url:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # every worker's basetemp is a folder of the run's own (basetemp/popen-gwN)
+        folder = tmp_path_factory.getbasetemp().parent / "pg"
+    else:
+        folder = tmp_path_factory.mktemp("pg")
+    with embedded_postgres(folder / "data") as url:
         yield url
 
 
@@ -65,6 +74,13 @@ def template_db(server_url: str) -> Iterator[str]:
     asyncio.run(build())
     yield name
     asyncio.run(_admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def today() -> datetime.date:
+    """The test's day, read as it starts, never at import: a long (or parallel) run may cross
+    midnight, and the database's CURRENT_DATE would then be a day ahead of the test's."""
+    return datetime.date.today()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ async def heartbeat(every: float = 0.01) -> AsyncIterator[list[float]]:
     async def beat() -> None:
         nonlocal last
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(every)  # the beat itself is the behaviour measured, not a wait
             now = time.perf_counter()
             gaps.append(now - last)
             last = now

@@ -48,7 +48,7 @@ async def run(args: argparse.Namespace) -> int:
                 if await conn.fetchval(REMAINING) == 0:
                     print(json.dumps(stats), flush=True)
                     return 0
-                await asyncio.sleep(args.idle)
+                await asyncio.sleep(args.idle)  # a worker's idle poll, as due_job's interval is
         print(json.dumps(stats), flush=True)
         return 3
     finally:

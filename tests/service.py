@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from tests import waiting
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,12 +44,8 @@ def _env(db_url: str, port: int, settings: dict[str, str]) -> dict[str, str]:
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float, what: str) -> None:
-    """Poll `check` until it holds; fail naming `what` after `seconds` (generous: CI may be busy)."""
-    deadline = time.monotonic() + seconds
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+    """Poll `check` until it holds; fail naming `what` after `seconds`, scaled to the machine."""
+    await waiting.until(check, seconds, what)
 
 
 @asynccontextmanager

@@ -11,9 +11,14 @@ from merchant_code import auth, cases, profiles
 from merchant_code.errors import Conflict, NotFound
 from tests import factories
 
-NOW = datetime.datetime.now(datetime.UTC)
-TODAY = NOW.date()
 DAY = datetime.timedelta(days=1)
+
+
+@pytest.fixture
+def today() -> datetime.date:
+    """The test's day, read as it starts (not at import: a long run may cross midnight) and told
+    to the intake, which decides by it."""
+    return datetime.datetime.now(datetime.UTC).date()
 
 
 async def district(conn: asyncpg.Connection) -> dict[str, int]:
@@ -43,7 +48,9 @@ async def case_row(conn: asyncpg.Connection, case_id: int) -> asyncpg.Record:
     return row
 
 
-async def test_each_source_opens_a_case_with_its_department_and_due_time(conn: asyncpg.Connection) -> None:
+async def test_each_source_opens_a_case_with_its_department_and_due_time(
+    conn: asyncpg.Connection, today: datetime.date
+) -> None:
     shops = await district(conn)
     complaint = await cases.open_case(
         conn, shop_id=shops["noodles"], source="complaint", category="food_safety", description="吃完拉肚子"
@@ -71,30 +78,32 @@ async def test_each_source_opens_a_case_with_its_department_and_due_time(conn: a
         "INSERT INTO inspection (shop_id, source, external_id, inspected_on, result, rectify_due)"
         " VALUES ($1, 'test', 'i1', $2, 'rectify', $3)",
         shops["shop2"],
-        TODAY - 2 * DAY,
-        TODAY + 10 * DAY,
+        today - 2 * DAY,
+        today + 10 * DAY,
     )
-    await factories.licence(conn, shops["salon"], valid_to=TODAY - 3 * DAY)
+    await factories.licence(conn, shops["salon"], valid_to=today - 3 * DAY)
     await conn.execute(
         "INSERT INTO review (shop_id, source, external_id, rating, body, posted_at)"
         " VALUES ($1, 'test', 'r1', 1, '吃完以后拉肚子，怀疑食材变质', now() - interval '1 day'),"
         "        ($1, 'test', 'r2', 1, '服务太慢', now() - interval '1 day')",
         shops["salon"],
     )
-    assert await cases.intake(conn, TODAY) == 3
-    assert await cases.intake(conn, TODAY) == 0
+    assert await cases.intake(conn, today) == 3
+    assert await cases.intake(conn, today) == 0
     rows = {
         (r["source"], r["category"]): r
         for r in await conn.fetch("SELECT * FROM case_file WHERE source <> 'complaint'")
     }
     rect = rows[("inspection", "rectification")]
-    assert rect["department"] == "food_safety" and rect["sla_due_at"].date() == TODAY + 10 * DAY
+    assert rect["department"] == "food_safety" and rect["sla_due_at"].date() == today + 10 * DAY
     assert rows[("expiry", "licence_expired")]["department"] == "licensing"
     signal = rows[("feed_signal", "food_safety")]
     assert signal["department"] == "food_safety" and "拉肚子" in signal["description"]
 
 
-async def test_falling_reviews_open_a_case_once_a_week(conn: asyncpg.Connection) -> None:
+async def test_falling_reviews_open_a_case_once_a_week(
+    conn: asyncpg.Connection, today: datetime.date
+) -> None:
     shops = await district(conn)
     for n, (rating, days) in enumerate([(5, 200), (5, 150), (5, 120), (2, 10), (1, 5), (2, 2)]):
         await conn.execute(
@@ -107,8 +116,8 @@ async def test_falling_reviews_open_a_case_once_a_week(conn: asyncpg.Connection)
         )
     async with conn.transaction():
         await profiles.rebuild(conn, [shops["noodles"]])
-    assert await cases.intake(conn, TODAY) == 1
-    assert await cases.intake(conn, TODAY) == 0
+    assert await cases.intake(conn, today) == 1
+    assert await cases.intake(conn, today) == 0
     row = await conn.fetchrow("SELECT * FROM case_file WHERE category = 'reviews_falling'")
     assert row is not None and row["source"] == "feed_signal"
 
@@ -186,7 +195,9 @@ async def test_the_lifecycle_refuses_illegal_moves(conn: asyncpg.Connection) -> 
     assert "insp1" not in repr(public) and "测试账号" not in repr(public)
 
 
-async def test_a_rectification_case_closes_only_after_a_passing_follow_up(conn: asyncpg.Connection) -> None:
+async def test_a_rectification_case_closes_only_after_a_passing_follow_up(
+    conn: asyncpg.Connection, today: datetime.date
+) -> None:
     shops = await district(conn)
     inspector_id = await factories.account(conn, "insp1", "inspector", area_code="310199001")
     me = staff(inspector_id)
@@ -194,10 +205,10 @@ async def test_a_rectification_case_closes_only_after_a_passing_follow_up(conn: 
         "INSERT INTO inspection (shop_id, source, external_id, inspected_on, result, rectify_due)"
         " VALUES ($1, 'test', 'i1', $2, 'fail', $3)",
         shops["noodles"],
-        TODAY - 5 * DAY,
-        TODAY + 5 * DAY,
+        today - 5 * DAY,
+        today + 5 * DAY,
     )
-    await cases.intake(conn, TODAY)
+    await cases.intake(conn, today)
     number = await conn.fetchval("SELECT public_id FROM case_file WHERE source = 'inspection'")
     for action in ("assign", "start"):
         await cases.transition(conn, me, number, cases.TransitionIn(action=action))  # type: ignore[arg-type]
@@ -205,11 +216,11 @@ async def test_a_rectification_case_closes_only_after_a_passing_follow_up(conn: 
     with pytest.raises(Conflict, match="follow-up inspection"):
         await cases.transition(conn, me, number, cases.TransitionIn(action="close"))
     await factories.inspection(
-        conn, shops["noodles"], on=TODAY - 6 * DAY, result="pass"
+        conn, shops["noodles"], on=today - 6 * DAY, result="pass"
     )  # before: does not count
     with pytest.raises(Conflict):
         await cases.transition(conn, me, number, cases.TransitionIn(action="close"))
-    await factories.inspection(conn, shops["noodles"], on=TODAY, result="pass")
+    await factories.inspection(conn, shops["noodles"], on=today, result="pass")
     assert await cases.transition(conn, me, number, cases.TransitionIn(action="close")) == "closed"
 
 
@@ -232,17 +243,17 @@ async def test_escalation_at_the_due_time_once(conn: asyncpg.Connection) -> None
 
 
 async def test_an_overdue_rectification_case_reminds_the_shop_through_the_outbox(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection, today: datetime.date
 ) -> None:
     shops = await district(conn)
     await conn.execute(
         "INSERT INTO inspection (shop_id, source, external_id, inspected_on, result, rectify_due)"
         " VALUES ($1, 'test', 'i1', $2, 'rectify', $3)",
         shops["noodles"],
-        TODAY - 20 * DAY,
-        TODAY - 2 * DAY,
+        today - 20 * DAY,
+        today - 2 * DAY,
     )
-    await cases.intake(conn, TODAY)
+    await cases.intake(conn, today)
     assert await cases.escalate(conn) == 1
     assert await cases.escalate(conn) == 0
     rows = await conn.fetch(

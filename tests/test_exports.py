@@ -26,6 +26,7 @@ from merchant_code import db, exports, profiles
 from merchant_code.district import DISTRICT_CODE, seed_district
 from merchant_code.feeds import runner
 from merchant_code.scheduler import registered_jobs
+from tests import waiting
 
 DAY = datetime.date(2026, 3, 2)
 SEED = 11
@@ -234,7 +235,12 @@ async def test_only_one_export_of_an_area_and_format_waits_however_many_ask_at_o
                 return await exports.request_export(other, DISTRICT_CODE, "jsonl")
 
         theirs = asyncio.create_task(ask())
-        await asyncio.sleep(0.3)
+
+        async def held_by_mine() -> bool:
+            blockers = await conn.fetchval("SELECT pg_blocking_pids($1)", other.get_server_pid())
+            return conn.get_server_pid() in blockers
+
+        await waiting.until(held_by_mine, 10, "the second request to wait on the first")
         assert not theirs.done()  # held by the unique index until the first request ends
         await first.commit()
         assert (await theirs).id == mine.id

@@ -96,12 +96,31 @@ class Config(msgspec.Struct):
     url: str
 
 
-def paged_source(usccs: list[str], pages: int, per_page: int) -> types.ModuleType:
+class Progress:
+    """Pages fetched by the run under way, so that a test can act once the run is `pages` in."""
+
+    def __init__(self) -> None:
+        self.fetched = 0
+        self.target = 0
+        self.reached = asyncio.Event()
+
+    def restart(self, target: int) -> None:
+        self.fetched, self.target = 0, target
+        self.reached = asyncio.Event()
+
+    def page(self) -> None:
+        self.fetched += 1
+        if self.fetched >= self.target:
+            self.reached.set()
+
+
+def paged_source(usccs: list[str], pages: int, per_page: int, progress: Progress) -> types.ModuleType:
     mod = types.ModuleType("paged")
 
     async def fetch(client: httpx.AsyncClient, config: Config, cursor: str | None) -> Page:
         n = int(cursor or 0)
-        await asyncio.sleep(0.01)
+        progress.page()
+        await asyncio.sleep(0.01)  # stands in for the network's latency (the scenario, not a wait)
         return Page(body=str(n).encode(), next_cursor=str(n + 1), last=n + 1 >= pages)
 
     def parse(page: Page, config: Config) -> Parsed:
@@ -136,17 +155,22 @@ async def test_killing_the_database_connection_at_random_loses_and_duplicates_no
     await conn.execute(
         "INSERT INTO feed_source (kind, name, url) VALUES ('lives', 'paged', 'http://127.0.0.1:9/')"
     )
-    mod = paged_source(usccs, pages=20, per_page=500)
+    progress = Progress()
+    mod = paged_source(usccs, pages=20, per_page=500, progress=progress)
     rng = random.Random(11)
     kills = 0
     runs = 0
     while True:
         runs += 1
         pool = await db.create_pool(db_url, max_size=4)
+        # a random point of the run: a few pages in (so the run is under way however slow the
+        # machine), then a random moment within the page (what the kill interrupts varies)
+        progress.restart(target=rng.randint(1, 4))
 
         async def killer() -> None:
             nonlocal kills
-            await asyncio.sleep(rng.uniform(0.05, 0.4))
+            await progress.reached.wait()
+            await asyncio.sleep(rng.uniform(0, 0.05))  # the random moment is the behaviour, not a wait
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"

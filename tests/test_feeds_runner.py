@@ -18,6 +18,7 @@ from merchant_code.feeds import runner
 from merchant_code.feeds.base import InspectionRecord, Match, Page, Parsed, Reject, ShopRecord, Violation
 from tests import factories
 from tests.heartbeat import busy, heartbeat
+from tests.waiting import scaled
 
 DAY = datetime.date(2026, 5, 1)
 T1 = datetime.datetime(2026, 5, 2, tzinfo=datetime.UTC)
@@ -323,7 +324,8 @@ async def test_a_slow_parse_does_not_stop_the_workers_other_work(
     async with heartbeat() as gaps:
         result = await run(db_url, mod)
     assert result.status == "ok", result.error
-    assert len(gaps) >= 5 and max(gaps) < 0.5  # never held up for the parse's second and a half
+    # never held up for the parse's second and a half (a busy machine may stretch a gap, not that far)
+    assert len(gaps) >= 5 and max(gaps) < min(scaled(0.5), 1.0), max(gaps)
 
 
 async def test_a_page_undone_by_a_deadlock_is_stored_again_once(

@@ -12,8 +12,13 @@ from merchant_code.errors import Conflict, InvalidInput
 from tests import factories
 
 TZ = "Asia/Shanghai"
-# the tests' clock: creation is told it (now=NOW), so a slow run never puts a send time in the past
-NOW = datetime.datetime.now(datetime.UTC)
+
+
+@pytest.fixture
+def now() -> datetime.datetime:
+    """The test's clock, read once as it starts and told to every call that decides by the time, so
+    a slow run never puts a send time in the past."""
+    return datetime.datetime.now(datetime.UTC)
 
 
 def manager(area_path: str = "310199", account_id: int = 1) -> auth.Principal:
@@ -60,14 +65,14 @@ async def delivered_to(conn: asyncpg.Connection, public_id: str) -> set[int]:
 
 
 async def test_audience_is_the_trade_in_the_area_and_below_and_never_a_closed_shop(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection, now: datetime.datetime
 ) -> None:
     shops = await district(conn)
     me = manager(account_id=await _account(conn))
     data = policies.PolicyIn(
         title="食品安全周", body_md="请**自查**", area_codes=["310199001"], trades=["catering"]
     )
-    preview = await policies.audience(conn, me, data, NOW.date())
+    preview = await policies.audience(conn, me, data, now.date())
     public_id = await policies.create(conn, me, data, tz=TZ)
     assert await policies.send_due(conn, TZ) == 3
     want = {shops["cat1"], shops["cat_grid"], shops["cat_suspended"]}
@@ -78,10 +83,10 @@ async def test_audience_is_the_trade_in_the_area_and_below_and_never_a_closed_sh
     assert await conn.fetchval("SELECT status FROM policy WHERE public_id::text = $1", public_id) == "sent"
 
 
-async def test_filters_narrow_the_audience(conn: asyncpg.Connection) -> None:
+async def test_filters_narrow_the_audience(conn: asyncpg.Connection, now: datetime.datetime) -> None:
     shops = await district(conn)
     me = manager(account_id=await _account(conn))
-    today = NOW.date()
+    today = now.date()
     await factories.licence(conn, shops["cat1"], valid_to=today + datetime.timedelta(days=10))
     await factories.licence(conn, shops["cat_grid"], valid_to=today + datetime.timedelta(days=100))
     await factories.inspection(conn, shops["cat2"], on=today, result="fail", grade="C")
@@ -103,7 +108,9 @@ async def test_filters_narrow_the_audience(conn: asyncpg.Connection) -> None:
     assert await delivered_to(conn, second) == {shops["cat2"]}
 
 
-async def test_a_manager_targets_only_inside_their_own_area(conn: asyncpg.Connection) -> None:
+async def test_a_manager_targets_only_inside_their_own_area(
+    conn: asyncpg.Connection, now: datetime.datetime
+) -> None:
     await district(conn)
     me = manager("310199.310199002", account_id=await _account(conn))
     data = policies.PolicyIn(title="t", body_md="b", area_codes=["310199001"])
@@ -111,7 +118,7 @@ async def test_a_manager_targets_only_inside_their_own_area(conn: asyncpg.Connec
         await policies.create(conn, me, data, tz=TZ)
     assert caught.value.field == "area_codes"
     with pytest.raises(InvalidInput):
-        await policies.audience(conn, me, data, NOW.date())
+        await policies.audience(conn, me, data, now.date())
     with pytest.raises(InvalidInput) as unknown:
         await policies.create(
             conn,
@@ -123,26 +130,27 @@ async def test_a_manager_targets_only_inside_their_own_area(conn: asyncpg.Connec
 
 
 async def test_a_scheduled_policy_waits_for_its_time_can_be_edited_until_then_and_then_only_corrected(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection, now: datetime.datetime
 ) -> None:
     shops = await district(conn)
     me = manager(account_id=await _account(conn))
-    later = NOW + datetime.timedelta(hours=2)
+    later = now + datetime.timedelta(hours=2)
     data = policies.PolicyIn(title="明日检查", body_md="b", area_codes=["310199002"], send_at=later)
-    public_id = await policies.create(conn, me, data, tz=TZ, now=NOW)
-    assert await policies.send_due(conn, TZ) == 0
+    public_id = await policies.create(conn, me, data, tz=TZ, now=now)
+    assert await policies.send_due(conn, TZ, now=now) == 0
     await policies.edit(
         conn,
         me,
         public_id,
         policies.PolicyIn(title="改期", body_md="b2", area_codes=["310199"], send_at=later),
         tz=TZ,
+        now=now,
     )
     with pytest.raises(Conflict):
         await policies.correct(conn, me, public_id, policies.CorrectionIn(title="c", body_md="c"))
     assert await policies.send_due(conn, TZ, now=later + datetime.timedelta(seconds=1)) == 5
     with pytest.raises(Conflict):
-        await policies.edit(conn, me, public_id, data, tz=TZ)
+        await policies.edit(conn, me, public_id, data, tz=TZ, now=now)
     with pytest.raises(Conflict):
         await policies.cancel(conn, me, public_id)
     correction = await policies.correct(
@@ -153,15 +161,15 @@ async def test_a_scheduled_policy_waits_for_its_time_can_be_edited_until_then_an
     assert shops["cat_closed"] not in await delivered_to(conn, correction)
 
 
-async def test_a_cancelled_policy_is_never_sent(conn: asyncpg.Connection) -> None:
+async def test_a_cancelled_policy_is_never_sent(conn: asyncpg.Connection, now: datetime.datetime) -> None:
     await district(conn)
     me = manager(account_id=await _account(conn))
     data = policies.PolicyIn(
-        title="t", body_md="b", area_codes=["310199"], send_at=NOW + datetime.timedelta(minutes=5)
+        title="t", body_md="b", area_codes=["310199"], send_at=now + datetime.timedelta(minutes=5)
     )
-    public_id = await policies.create(conn, me, data, tz=TZ, now=NOW)
+    public_id = await policies.create(conn, me, data, tz=TZ, now=now)
     await policies.cancel(conn, me, public_id)
-    assert await policies.send_due(conn, TZ, now=NOW + datetime.timedelta(days=1)) == 0
+    assert await policies.send_due(conn, TZ, now=now + datetime.timedelta(days=1)) == 0
     assert await delivered_to(conn, public_id) == set()
 
 
@@ -228,9 +236,9 @@ async def test_inbox_read_receipts_and_reach(conn: asyncpg.Connection) -> None:
         await policies.read_item(conn, other, item.id)
 
 
-async def test_reminders_are_sent_once_each(conn: asyncpg.Connection) -> None:
+async def test_reminders_are_sent_once_each(conn: asyncpg.Connection, now: datetime.datetime) -> None:
     shops = await district(conn)
-    today = NOW.date()
+    today = now.date()
     await factories.licence(conn, shops["cat1"], valid_to=today + datetime.timedelta(days=20))
     await factories.licence(conn, shops["cat2"], valid_to=today + datetime.timedelta(days=5))
     await factories.licence(conn, shops["retail1"], valid_to=today - datetime.timedelta(days=2))

@@ -11,8 +11,8 @@ import pytest
 from merchant_code import db, profiles
 from tests import factories
 from tests.heartbeat import busy, heartbeat
+from tests.waiting import scaled
 
-TODAY = datetime.date.today()
 DAY = datetime.timedelta(days=1)
 
 
@@ -22,35 +22,39 @@ async def profile(conn: asyncpg.Connection, shop_id: int) -> asyncpg.Record:
     return row
 
 
-async def test_writes_mark_the_profile_dirty_and_the_drain_rebuilds_it(conn: asyncpg.Connection) -> None:
+async def test_writes_mark_the_profile_dirty_and_the_drain_rebuilds_it(
+    conn: asyncpg.Connection, today: datetime.date
+) -> None:
     shop_id, code = await factories.shop(conn)
     assert await conn.fetchval("SELECT count(*) FROM profile_dirty WHERE shop_id = $1", shop_id) == 1
     assert await profiles.drain(conn) == 1
     first = await profile(conn, shop_id)
     assert first["code"] == code and first["citizen_doc"]["licences"] == []
 
-    await factories.licence(conn, shop_id, kind="food_business", valid_to=TODAY + 10 * DAY)
+    await factories.licence(conn, shop_id, kind="food_business", valid_to=today + 10 * DAY)
     assert await conn.fetchval("SELECT count(*) FROM profile_dirty") == 1  # marked, not rebuilt by the writer
     assert (await profile(conn, shop_id))["version"] == first["version"]
     await profiles.drain(conn)
     second = await profile(conn, shop_id)
     assert second["version"] == first["version"] + 1
     assert second["citizen_doc"]["licences"] == [
-        {"kind": "food_business", "state": "expiring", "valid_to": str(TODAY + 10 * DAY)}
+        {"kind": "food_business", "state": "expiring", "valid_to": str(today + 10 * DAY)}
     ]
 
 
-async def test_the_portrait_has_every_part_and_the_risk_says_why(conn: asyncpg.Connection) -> None:
+async def test_the_portrait_has_every_part_and_the_risk_says_why(
+    conn: asyncpg.Connection, today: datetime.date
+) -> None:
     shop_id, _ = await factories.shop(conn)
     await factories.licence(conn, shop_id, kind="business", valid_to=None)
-    await factories.licence(conn, shop_id, kind="food_business", valid_to=TODAY - DAY)
-    await factories.inspection(conn, shop_id, on=TODAY - 400 * DAY, grade="A")
+    await factories.licence(conn, shop_id, kind="food_business", valid_to=today - DAY)
+    await factories.inspection(conn, shop_id, on=today - 400 * DAY, grade="A")
     await conn.execute(
         "INSERT INTO inspection (shop_id, source, external_id, inspected_on, result, grade, rectify_due)"
         " VALUES ($1, 'test', 'late', $2, 'rectify', 'C', $3)",
         shop_id,
-        TODAY - 40 * DAY,
-        TODAY - 10 * DAY,
+        today - 40 * DAY,
+        today - 10 * DAY,
     )
     await conn.execute(
         "INSERT INTO violation (inspection_id, code, description, critical)"
@@ -61,7 +65,7 @@ async def test_the_portrait_has_every_part_and_the_risk_says_why(conn: asyncpg.C
     await profiles.drain(conn)
     row = await profile(conn, shop_id)
     doc = row["citizen_doc"]
-    assert (row["grade"], row["grade_date"]) == ("C", TODAY - 40 * DAY)
+    assert (row["grade"], row["grade_date"]) == ("C", today - 40 * DAY)
     assert doc["grade"] == "C"
     assert doc["inspections"][0]["violations"][0]["code"] == "V05"
     assert doc["inspections"][0]["violations"][0]["description_en"].startswith("Tableware")
@@ -161,5 +165,6 @@ async def test_rendering_a_batch_does_not_stop_the_workers_other_work(
     monkeypatch.setattr(rendering, "citizen_answers", slow)
     async with heartbeat() as gaps:
         assert await profiles.drain(conn) == 30
-    assert len(gaps) >= 5 and max(gaps) < 0.5  # never held up for the batch's second and a half
+    # never held up for the batch's second and a half (a busy machine may stretch a gap, not that far)
+    assert len(gaps) >= 5 and max(gaps) < min(scaled(0.5), 1.0), max(gaps)
     assert await conn.fetchval("SELECT count(*) FROM citizen_answer") == 90

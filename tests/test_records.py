@@ -15,7 +15,6 @@ from merchant_code import profiles
 from tests import factories
 from tests import world as w
 
-TODAY = datetime.date.today()
 DAY = datetime.timedelta(days=1)
 JSON = {"accept": "application/json"}
 
@@ -41,11 +40,11 @@ async def citizen(client: AsyncTestClient[Any], code: str) -> Any:
 
 
 async def test_a_licence_shows_to_citizens_only_once_verified(
-    client: AsyncTestClient[Any], conn: asyncpg.Connection
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, today: datetime.date
 ) -> None:
     world = await w.build(conn, client)
-    form = {"kind": "food_business", "number": "JY13101990012345", "valid_from": str(TODAY - DAY)}
-    form["valid_to"] = str(TODAY + 1000 * DAY)
+    form = {"kind": "food_business", "number": "JY13101990012345", "valid_from": str(today - DAY)}
+    form["valid_to"] = str(today + 1000 * DAY)
     sent = await client.post(
         f"/api/v1/merchant/shops/{world.shop_a}/licences",
         data=form,
@@ -76,14 +75,14 @@ async def test_a_licence_shows_to_citizens_only_once_verified(
     assert again.status_code == 409
     await profiles.drain(conn)
     licences = (await citizen(client, world.shop_a))["licences"]
-    assert licences == [{"kind": "food_business", "state": "valid", "valid_to": str(TODAY + 1000 * DAY)}]
+    assert licences == [{"kind": "food_business", "state": "valid", "valid_to": str(today + 1000 * DAY)}]
 
 
 async def test_a_rejected_submission_never_reaches_the_citizen_page(
-    client: AsyncTestClient[Any], conn: asyncpg.Connection
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, today: datetime.date
 ) -> None:
     world = await w.build(conn, client)
-    body = {"kind": "hygiene", "number": "WS2026001", "valid_from": str(TODAY)}
+    body = {"kind": "hygiene", "number": "WS2026001", "valid_from": str(today)}
     sent = await client.post(
         f"/api/v1/merchant/shops/{world.shop_a}/licences", json=body, headers=world.headers("merchant_a")
     )
@@ -110,10 +109,10 @@ async def test_a_rejected_submission_never_reaches_the_citizen_page(
 
 
 async def test_images_are_checked_by_their_bytes_and_size(
-    client: AsyncTestClient[Any], conn: asyncpg.Connection
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, today: datetime.date
 ) -> None:
     world = await w.build(conn, client)
-    form = {"kind": "business", "number": "ABCD1234", "valid_from": str(TODAY)}
+    form = {"kind": "business", "number": "ABCD1234", "valid_from": str(today)}
     url = f"/api/v1/merchant/shops/{world.shop_a}/licences"
     fake = await client.post(
         url,
@@ -135,13 +134,13 @@ async def test_images_are_checked_by_their_bytes_and_size(
 
 
 async def test_staff_and_honours_wait_for_verification_too(
-    client: AsyncTestClient[Any], conn: asyncpg.Connection
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, today: datetime.date
 ) -> None:
     world = await w.build(conn, client)
     person = {
         "name": "钱多多",
         "health_cert_number": "JK2026-0099",
-        "health_cert_valid_to": str(TODAY + 300 * DAY),
+        "health_cert_valid_to": str(today + 300 * DAY),
     }
     staff = await client.post(
         f"/api/v1/merchant/shops/{world.shop_a}/staff", json=person, headers=world.headers("merchant_a")
@@ -149,7 +148,7 @@ async def test_staff_and_honours_wait_for_verification_too(
     honour = {
         "title": "放心消费示范店",
         "issuer": "汇城区市场监督管理局",
-        "awarded_on": str(TODAY - 30 * DAY),
+        "awarded_on": str(today - 30 * DAY),
     }
     award = await client.post(
         f"/api/v1/merchant/shops/{world.shop_a}/honours", json=honour, headers=world.headers("merchant_a")
@@ -171,11 +170,11 @@ async def test_staff_and_honours_wait_for_verification_too(
 
 
 async def test_an_inspection_on_patrol_changes_the_grade_and_the_merchant_replies_once(
-    client: AsyncTestClient[Any], conn: asyncpg.Connection
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, today: datetime.date
 ) -> None:
     world = await w.build(conn, client)
     report = {"kind": "routine", "result": "rectify", "grade": "B", "violations": ["V05", "V08"]}
-    report["rectify_due"] = str(TODAY + 14 * DAY)
+    report["rectify_due"] = str(today + 14 * DAY)
     filed = await client.post(
         f"/api/v1/inspect/shops/{world.shop_a}/inspections",
         json=report,
@@ -207,7 +206,7 @@ async def test_an_inspection_on_patrol_changes_the_grade_and_the_merchant_replie
 
 
 async def test_an_inspection_report_is_checked(
-    client: AsyncTestClient[Any], conn: asyncpg.Connection
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, today: datetime.date
 ) -> None:
     world = await w.build(conn, client)
     url = f"/api/v1/inspect/shops/{world.shop_a}/inspections"
@@ -220,7 +219,7 @@ async def test_an_inspection_report_is_checked(
     assert await field({"kind": "routine", "result": "rectify"}) == "rectify_due"
     assert await field({"kind": "routine", "result": "pass", "violations": ["V99"]}) == "violations"
     assert (
-        await field({"kind": "routine", "result": "pass", "rectify_due": str(TODAY - DAY)}) == "rectify_due"
+        await field({"kind": "routine", "result": "pass", "rectify_due": str(today - DAY)}) == "rectify_due"
     )
     assert await field({"kind": "visit", "result": "pass"}) == "kind"
     outside = await client.post(
@@ -237,7 +236,7 @@ async def test_an_inspection_report_is_checked(
 
 
 async def test_the_due_list_puts_the_riskiest_first_and_the_nearest_within_a_band(
-    client: AsyncTestClient[Any], conn: asyncpg.Connection
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, today: datetime.date
 ) -> None:
     world = await w.build(conn, client)
     await conn.execute("UPDATE shop SET lat = 31.19, lon = 121.44 WHERE code = $1", world.shop_a)
@@ -245,8 +244,8 @@ async def test_the_due_list_puts_the_riskiest_first_and_the_nearest_within_a_ban
     await factories.move_shop(
         conn, risky_id, await conn.fetchval("SELECT id FROM area WHERE code = '310199001'")
     )
-    await factories.licence(conn, risky_id, kind="food_business", valid_to=TODAY - DAY)
-    await factories.inspection(conn, risky_id, on=TODAY - 30 * DAY, result="fail", grade="C")
+    await factories.licence(conn, risky_id, kind="food_business", valid_to=today - DAY)
+    await factories.inspection(conn, risky_id, on=today - 30 * DAY, result="fail", grade="C")
     await profiles.drain(conn)
     due = (await client.get("/api/v1/inspect/due", headers=world.headers("inspector_in"))).json()
     assert [d["code"] for d in due] == [risky, world.shop_a]  # shop B is in another area

@@ -19,20 +19,19 @@ from merchant_code.settings import Settings
 from tests import factories
 from tests import world as w
 
-TODAY = datetime.date.today()
 DAY = datetime.timedelta(days=1)
 JSON = {"accept": "application/json"}
 
 
 async def test_a_scan_shows_licence_states_latest_grade_and_rating(
-    client: AsyncTestClient[Any], conn: asyncpg.Connection
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, today: datetime.date
 ) -> None:
     shop_id, code = await factories.shop(conn)
     await factories.licence(conn, shop_id, kind="business", valid_to=None)
-    await factories.licence(conn, shop_id, kind="food_business", valid_to=TODAY + 10 * DAY)
-    await factories.licence(conn, shop_id, kind="hygiene", valid_to=TODAY - DAY)
-    await factories.inspection(conn, shop_id, on=TODAY - 400 * DAY, grade="C", result="fail")
-    await factories.inspection(conn, shop_id, on=TODAY - 20 * DAY, grade="A")
+    await factories.licence(conn, shop_id, kind="food_business", valid_to=today + 10 * DAY)
+    await factories.licence(conn, shop_id, kind="hygiene", valid_to=today - DAY)
+    await factories.inspection(conn, shop_id, on=today - 400 * DAY, grade="C", result="fail")
+    await factories.inspection(conn, shop_id, on=today - 20 * DAY, grade="A")
     for rating in (5, 4):
         await factories.review(conn, shop_id, rating)
     await profiles.drain(conn)
@@ -41,20 +40,20 @@ async def test_a_scan_shows_licence_states_latest_grade_and_rating(
 
     states = {lic["kind"]: lic["state"] for lic in body["licences"]}
     assert states == {"business": "valid", "food_business": "expiring", "hygiene": "expired"}
-    assert (body["grade"], body["grade_date"]) == ("A", str(TODAY - 20 * DAY))
-    assert body["inspections"][0]["inspected_on"] == str(TODAY - 20 * DAY)
+    assert (body["grade"], body["grade_date"]) == ("A", str(today - 20 * DAY))
+    assert body["inspections"][0]["inspected_on"] == str(today - 20 * DAY)
     assert (body["rating"], body["review_count"]) == (4.5, 2)
     page = (await client.get(f"/s/{code}")).text
     assert "优秀" in page and "未发现问题或只有个别轻微问题" in page  # the grade in plain words
 
 
 async def test_a_change_reaches_the_citizen_page_once_the_profile_is_rebuilt(
-    client: AsyncTestClient[Any], conn: asyncpg.Connection
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, today: datetime.date
 ) -> None:
     shop_id, code = await factories.shop(conn)
     before = await client.get(f"/s/{code}", headers=JSON)
     assert before.json()["grade"] is None
-    await factories.inspection(conn, shop_id, on=TODAY, grade="B")
+    await factories.inspection(conn, shop_id, on=today, grade="B")
     cached = await client.get(f"/s/{code}", headers=JSON)
     assert cached.json()["grade"] is None  # the profile is rebuilt off the writer's path
     await profiles.drain(conn)
@@ -329,13 +328,13 @@ async def test_staff_and_owners_see_the_sticker_status_too(
 
 
 async def test_the_hot_path_answers_exactly_as_the_handler_does(
-    client: AsyncTestClient[Any], conn: asyncpg.Connection, settings: Settings
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, settings: Settings, today: datetime.date
 ) -> None:
     # an anonymous scan is answered by the middleware's hot path; `view=citizen` sends the same
     # request to the handler instead, which for an anonymous caller gives the citizen view anyway
     shop_id, code = await factories.shop(conn, name="老王面馆")
     _, closed = await factories.shop(conn, status="closed")
-    await factories.inspection(conn, shop_id, on=TODAY, grade="A")
+    await factories.inspection(conn, shop_id, on=today, grade="A")
     _, revoked = await factories.shop(conn)
     await conn.execute("INSERT INTO qr_revocation (code, reason) VALUES ($1, 'stolen')", revoked)
     await profiles.drain(conn)

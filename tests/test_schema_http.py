@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from merchant_code.settings import Settings
+from tests import waiting
 from tests import world as w
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,15 +66,18 @@ def _serve(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
+    def ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail("the server exited before it was ready:\n" + log.read_text(errors="replace"))
         try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
+            return httpx.get(f"{base}/readyz", timeout=waiting.scaled(2)).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail("the server never became ready:\n" + log.read_text(errors="replace"))
+            return False
+
+    try:
+        waiting.wait_for(ready, 60, "the server to be ready")
+    except AssertionError as late:
+        pytest.fail(f"{late}:\n" + log.read_text(errors="replace"))
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

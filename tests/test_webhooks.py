@@ -18,8 +18,6 @@ from tests import factories
 from tests import world as w
 from tests.webhook_receiver import Receiver
 
-TODAY = datetime.date.today()
-
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
@@ -34,7 +32,7 @@ async def deliver(conn: asyncpg.Connection, receiver: Receiver) -> None:
 
 
 async def test_events_reach_the_subscriptions_that_asked_for_them(
-    client: AsyncTestClient[Any], conn: asyncpg.Connection
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, today: datetime.date
 ) -> None:
     world = await w.build(conn, client)
     manager = world.headers("manager")
@@ -75,11 +73,11 @@ async def test_events_reach_the_subscriptions_that_asked_for_them(
         await client.post(
             f"/api/v1/shops/{world.shop_b}/complaints", json={"category": "price", "text": "价格与标价不符"}
         )
-        await factories.inspection(conn, world.shop_a_id, on=TODAY, result="pass", grade="B")
+        await factories.inspection(conn, world.shop_a_id, on=today, result="pass", grade="B")
         async with conn.transaction():
             await profiles.rebuild(conn, [world.shop_a_id])
-        await factories.licence(conn, world.shop_a_id, valid_to=TODAY - datetime.timedelta(days=2))
-        await cases.intake(conn, TODAY)
+        await factories.licence(conn, world.shop_a_id, valid_to=today - datetime.timedelta(days=2))
+        await cases.intake(conn, today)
         await conn.execute(
             "UPDATE case_file SET status = 'closed', closed_at = now() WHERE public_id = 'CS-WORLD-00001'"
         )

@@ -11,13 +11,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, async_playwright
+
+from tests.waiting import scaled, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PHONE = {"width": 390, "height": 844}
@@ -53,22 +54,22 @@ def server(db_url: str, tmp_path: Path) -> Iterator[str]:
         [sys.executable, "-m", "merchant_code", "serve"], cwd=ROOT, env=env, start_new_session=True
     )
     base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited ({proc.returncode}) before it was ready")
+        try:
+            return httpx.get(f"{base}/readyz", timeout=scaled(1)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.2)
+        wait_for(ready, 30, "the server to be ready")
         yield base
     finally:
         os.killpg(proc.pid, 15)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=scaled(15))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
 

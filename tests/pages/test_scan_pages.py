@@ -14,14 +14,19 @@ from playwright.async_api import Browser, BrowserContext, Page
 from merchant_code import db, profiles, qr
 from merchant_code.district import demo_logins, seed_district
 from merchant_code.settings import Settings
-from tests import factories
+from tests import factories, waiting
 from tests.pages.conftest import PHONE
 from tests.pages.test_account_pages import fits_the_screen
 from tests.test_scan import forged, signature_of
 
 ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
 SEED = 11
-TODAY = datetime.date.today()
+
+
+def today() -> datetime.date:
+    """The server under test reads the real clock, so the pages' dates are read at the moment of
+    use, never at import (a long run may cross midnight)."""
+    return datetime.date.today()
 
 
 async def shot(page: Page, name: str) -> Path:
@@ -33,7 +38,7 @@ async def shot(page: Page, name: str) -> Path:
 
 
 async def demo_shop(conn: asyncpg.Connection) -> tuple[str, str]:
-    await seed_district(conn, shops=80, seed=SEED, today=TODAY)
+    await seed_district(conn, shops=80, seed=SEED, today=today())
     row = await db.queries.get_demo_merchant_shop(conn, login="merchant")
     assert row is not None
     return row["code"], row["name"]
@@ -94,8 +99,8 @@ async def test_the_demo_story_merchant_adds_a_licence_inspector_verifies_and_ins
         await fits_the_screen(merchant)
         await merchant.select_option("#lic-kind", "hygiene")
         await merchant.fill("#lic-number", "JY99990001")
-        await merchant.fill("#lic-from", str(TODAY))
-        await merchant.fill("#lic-to", str(TODAY + datetime.timedelta(days=730)))
+        await merchant.fill("#lic-from", str(today()))
+        await merchant.fill("#lic-to", str(today() + datetime.timedelta(days=730)))
         await merchant.click("form[action^='/s/'][action*='/licences'] button")
         await merchant.wait_for_url(f"{server}/s/{code}?done=licences#forms")
         assert "已提交，经执法人员核验后生效" in await merchant.locator("[role=status]").inner_text()
@@ -110,7 +115,7 @@ async def test_the_demo_story_merchant_adds_a_licence_inspector_verifies_and_ins
         await inspector.check("input[name=result][value=rectify]")
         await inspector.select_option("#in-grade", "B")
         await inspector.check("input[name=violations][value=V08]")
-        await inspector.fill("#in-due", str(TODAY + datetime.timedelta(days=10)))
+        await inspector.fill("#in-due", str(today() + datetime.timedelta(days=10)))
         await inspector.click("form[action$='/inspections'] button[type=submit]")
         await inspector.wait_for_url(f"{server}/s/{code}?done=inspection#forms")
         await fits_the_screen(inspector)
@@ -120,12 +125,15 @@ async def test_the_demo_story_merchant_adds_a_licence_inspector_verifies_and_ins
         await inspector_ctx.close()
 
     # the citizen page changes (the profile is rebuilt right after each write, off the request)
-    for _ in range(20):
+    text = ""
+
+    async def rebuilt() -> bool:
+        nonlocal text
         await citizen.reload()
         text = await citizen.content()
-        if "限期整改" in text and "卫生许可证" in text:
-            break
-        await citizen.wait_for_timeout(250)
+        return "限期整改" in text and "卫生许可证" in text
+
+    await waiting.until(rebuilt, 10, "the citizen page to show the inspection and the licence")
     assert "限期整改" in text and "加工场所环境卫生不整洁" in text
     assert await citizen.locator(".face").inner_text() == "B"
     assert "卫生许可证" in text and "JY99990001" not in text  # the citizen sees the state, not the number
