@@ -87,13 +87,28 @@ async def find(
 
 
 async def find_near(
-    conn: Any, q: str | None, filters: Filters, *, lat: float, lon: float, radius_m: int, offset: int, limit: int
+    conn: Any,
+    q: str | None,
+    filters: Filters,
+    *,
+    lat: float,
+    lon: float,
+    radius_m: int,
+    offset: int,
+    limit: int,
 ) -> list[asyncpg.Record]:
     """A page of shops within radius_m of (lat, lon), nearest first."""
     gram = None if q is None else await rare_gram(conn, q)
     return await _rows(
         db.queries.search_shops_near(
-            conn, q=q, gram=gram, lat=lat, lon=lon, radius_m=radius_m, offset=offset, limit=limit,
+            conn,
+            q=q,
+            gram=gram,
+            lat=lat,
+            lon=lon,
+            radius_m=radius_m,
+            offset=offset,
+            limit=limit,
             **msgspec.structs.asdict(filters),
         )
     )
