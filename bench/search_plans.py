@@ -21,7 +21,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from merchant_code import search  # noqa: E402
+from merchant_code import search
 
 OLD_SEARCH = """SELECT s.code FROM shop s
 WHERE ((name_bigrams(s.name) @> name_bigrams($1) AND s.name ILIKE '%' || $1 || '%')

@@ -4,7 +4,6 @@ number of matches (a plan property, read from EXPLAIN's buffers)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import asyncpg
