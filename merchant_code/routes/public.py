@@ -22,6 +22,7 @@ from litestar.openapi.spec import Example
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from merchant_code import db
+from merchant_code import search as search_
 from merchant_code.bulkheads import SearchAdmission
 from merchant_code.client_limits import PublicLimit
 from merchant_code.codes import parse_shop_code
@@ -114,9 +115,10 @@ def _not_modified_since(request: Request[Any, Any, Any], modified: datetime.date
 Query = Annotated[
     str | None,
     QueryParameter(
-        min_length=2,
+        min_length=1,
         max_length=50,
-        description="part of the name, two characters or more (Chinese or English)",
+        description="part of the name, Chinese or English: one character finds the names that start with"
+        " it; two or more, the names that hold it. Exact names first, then names that start with it",
         examples=[Example(value="面馆")],
     ),
 ]
@@ -136,9 +138,9 @@ Offset = Annotated[int, QueryParameter(ge=0, le=1000, description="with lat/lon:
 After = Annotated[
     str,
     QueryParameter(
-        max_length=13,
+        max_length=14,
         pattern=r"^[0-9A-Za-z]*$",
-        description="without lat/lon: the next_after of the page before",
+        description="without lat/lon: the next_after of the page before, unchanged (another is a 400)",
     ),
 ]
 
@@ -165,21 +167,20 @@ async def search(
     if (lat is None) != (lon is None):
         raise InvalidInput("lon" if lon is None else "lat", "give both lat and lon, or neither")
     check_coordinates(lat=lat, lon=lon)
-    prefix = None
+    area_ids = None
     if area is not None:
         prefix = await db.queries.get_area_path(conn, code=area)
         if prefix is None:
             raise InvalidInput("area", f"no area has the code {area}")
-    common = {"q": q, "trade": trade, "area_prefix": prefix, "grade": grade, "include_closed": include_closed}
+        area_ids = [r["id"] async for r in db.queries.list_area_ids(conn, path=prefix)]
+    filters = search_.Filters(trade=trade, area_ids=area_ids, grade=grade, include_closed=include_closed)
     if lat is not None and lon is not None:
-        rows = [
-            r
-            async for r in db.queries.search_shops_near(
-                conn, lat=lat, lon=lon, radius_m=radius_m, offset=offset, limit=limit, **common
-            )
-        ]
+        rows = await search_.find_near(
+            conn, q, filters, lat=lat, lon=lon, radius_m=radius_m, offset=offset, limit=limit
+        )
     else:
-        rows = [r async for r in db.queries.search_shops(conn, after=after.upper(), limit=limit, **common)]
+        cursor = search_.parse_cursor(after, ranked=q is not None)
+        rows = await search_.find(conn, q, filters, cursor, limit)
     base = state.settings.base_url
     items = [
         PublicShop(
@@ -192,7 +193,7 @@ async def search(
     full = len(items) == limit
     page = ShopPage(
         items=items,
-        next_after=items[-1].code if full and lat is None else None,
+        next_after=search_.next_cursor(rows[-1]) if full and lat is None else None,
         next_offset=offset + limit if full and lat is not None else None,
     )
     newest = max((r["rebuilt_at"] for r in rows if r["rebuilt_at"] is not None), default=None)
