@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -21,11 +22,11 @@ from litestar.routes import HTTPRoute
 from litestar.template.config import TemplateConfig
 from litestar.types import ControllerRouterHandler
 
-from merchant_code import __version__, access, bodies, body_guard, db, decoding, genuine, migrate
+from merchant_code import __version__, access, bodies, body_guard, db, db_health, decoding, genuine, migrate
 from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.flood import FloodGate
-from merchant_code.profile_cache import ProfileCache
+from merchant_code.profile_cache import ProfileCache, Watermark
 from merchant_code.routes import (
     admin,
     auth,
@@ -187,11 +188,13 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        db_health.reset()
         role = await db.app_role(url)
         # four pools, so that no kind of work can take the connections another needs: requests
         # (one each at most), scans, the throttles counted beside a request, and background jobs
+        connect = settings.connect_seconds
         app.state.pool = await db.create_pool(
-            url, min_size=settings.pool_min, max_size=settings.pool_max, role=role
+            url, min_size=settings.pool_min, max_size=settings.pool_max, role=role, connect_timeout=connect
         )
         for name, size in (
             ("scan_pool", settings.scan_pool_max),
@@ -199,8 +202,14 @@ def create_app(settings: Settings) -> Litestar:
             ("jobs_pool", settings.jobs_pool_max),
         ):
             least = min(settings.pool_min, size)
-            setattr(app.state, name, await db.create_pool(url, min_size=least, max_size=size, role=role))
+            pool = await db.create_pool(
+                url, min_size=least, max_size=size, role=role, connect_timeout=connect
+            )
+            setattr(app.state, name, pool)
         await _ensure_sticker_key(app.state.pool, settings)
+        watermark = Watermark(app.state.profile_cache, app.state.scan_pool, settings.scan_watermark_seconds)
+        await watermark.once()  # the key states are known before the first scan
+        polling = asyncio.create_task(watermark.run(), name="scan-cache-watermark")
         scheduler = (
             start_scheduler(jobs_state(app.state.jobs_pool, settings), registered_jobs())
             if settings.scheduler
@@ -209,6 +218,9 @@ def create_app(settings: Settings) -> Litestar:
         try:
             yield
         finally:
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
             for pool in (app.state.pool, app.state.scan_pool, app.state.side_pool, app.state.jobs_pool):
