@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import mmap
@@ -29,6 +30,7 @@ from merchant_code import (
     body_guard,
     client_limits,
     db,
+    db_health,
     decoding,
     genuine,
     load,
@@ -37,7 +39,7 @@ from merchant_code import (
 from merchant_code import qr as qr_keys
 from merchant_code.errors import DomainError, StartupError, Unauthorized, problem_handlers
 from merchant_code.flood import FloodGate
-from merchant_code.profile_cache import ProfileCache
+from merchant_code.profile_cache import ProfileCache, Watermark
 from merchant_code.routes import (
     admin,
     auth,
@@ -222,12 +224,14 @@ def create_app(settings: Settings, shared_limits: mmap.mmap | None = None) -> Li
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        db_health.reset()
         role = await db.app_role(url)
         # a pool per kind of work, so that none can take the connections another needs: requests
         # (one each at most: writes and signed-in reads), scans, the public API and its searches,
         # the throttles counted beside a request, and background jobs; each with its own
         # statement_timeout, so that a runaway statement ends instead of holding its share
         least = settings.pool_min
+        connect = settings.connect_seconds
         for name, size, seconds in (
             ("pool", settings.pool_max, settings.request_statement_seconds),
             ("scan_pool", settings.scan_pool_max, settings.scan_statement_seconds),
@@ -236,10 +240,18 @@ def create_app(settings: Settings, shared_limits: mmap.mmap | None = None) -> Li
             ("jobs_pool", settings.jobs_pool_max, settings.jobs_statement_seconds),
         ):
             pool = await db.create_pool(
-                url, min_size=min(least, size), max_size=size, role=role, statement_seconds=seconds
+                url,
+                min_size=min(least, size),
+                max_size=size,
+                role=role,
+                statement_seconds=seconds,
+                connect_timeout=connect,
             )
             setattr(app.state, name, pool)
         await _ensure_sticker_key(app.state.pool, settings)
+        watermark = Watermark(app.state.profile_cache, app.state.scan_pool, settings.scan_watermark_seconds)
+        await watermark.once()  # the key states are known before the first scan
+        polling = asyncio.create_task(watermark.run(), name="scan-cache-watermark")
         scheduler = (
             start_scheduler(jobs_state(app.state.jobs_pool, settings), registered_jobs())
             if settings.scheduler
@@ -250,6 +262,9 @@ def create_app(settings: Settings, shared_limits: mmap.mmap | None = None) -> Li
             yield
         finally:
             load.unwatch(app.state)
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
             if scheduler is not None:
                 await stop_scheduler(scheduler)
             pools = ("pool", "scan_pool", "search_pool", "side_pool", "jobs_pool")

@@ -16,7 +16,8 @@ import asyncpg
 import msgspec
 from litestar.datastructures import State
 
-from merchant_code.errors import Busy, StartupError
+from merchant_code import db_health
+from merchant_code.errors import Busy, StartupError, Unavailable
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
@@ -92,6 +93,7 @@ async def create_pool(
     max_size: int = 10,
     role: str | None = None,
     statement_seconds: float = 0,
+    connect_timeout: float = 10.0,
 ) -> asyncpg.Pool:
     """`statement_seconds`: the statement_timeout of the pool's connections (0: none)."""
     server_settings = {"role": role} if role else {}
@@ -103,7 +105,8 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
-            timeout=10.0,
+            # also bounds each reconnect after an outage: a dead server cannot hold a request
+            timeout=connect_timeout,
             connection_class=PooledConnection,
             server_settings=server_settings or None,
         )
@@ -170,6 +173,9 @@ class _Acquire:
         held = _held.get()
         if held and id(self.pool) in held:
             raise RuntimeError("this request already holds a connection of this pool: use it")
+        if db_health.state.down:
+            # known unreachable (the scan cache's poller tells when it is back): no connect attempt
+            raise Unavailable("the database is unreachable; try again in a moment", retry_after=2)
         try:
             # a timer, not asyncpg's own timeout (a task for each acquire on Python 3.11); a
             # cancelled acquire gives its connection back to the pool

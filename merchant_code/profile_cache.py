@@ -1,4 +1,4 @@
-"""The scan's in-process cache of citizen answers, checked against the stored version.
+"""The scan's in-process cache of citizen answers, kept current by a change watermark.
 
 The answers (JSON, the Chinese and the English page) are rendered when the profile is rebuilt and
 stored in `citizen_answer`, one narrow row per kind, kept inline. A scan is one read by primary
@@ -6,17 +6,27 @@ key that returns only the version when this worker's copy is current, and the re
 it is not: no template or JSON work on any scan, cached or not. A bounded LRU per worker
 process, keyed by code and answer kind. The same read brings the state of the key a sticker
 names (genuine.py), so that telling a genuine sticker costs no second round trip.
+
+A background task per worker (`Watermark`) asks, several times a second, which profiles changed
+since its watermark and drops the entries whose version moved, and reads every key's state: while
+it keeps succeeding, a cached scan is a memory lookup with no round trip at all. With the
+database gone, cached shops are answered with the time their data was last confirmed; others get
+503 at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import logging
+import time
 from collections import OrderedDict
-from typing import Literal
+from typing import Literal, cast
 
 import asyncpg
 
-from merchant_code import db, profiles, rendering
-from merchant_code.errors import NotFound
+from merchant_code import db, db_health, profiles, rendering
+from merchant_code.errors import NotFound, Unavailable
 from merchant_code.genuine import Key
 
 Kind = Literal["json", "zh", "en"]
@@ -34,8 +44,27 @@ WHERE a.code = $1 AND a.kind = $2
 """
 
 
+# change_seq comes from a sequence, so values commit out of order: a rebuild holding seq 5 may
+# commit after one holding 6 was seen. Each poll re-reads from the highest value it had seen
+# WINDOW seconds before (longer than a drain's transaction lasts) and compares versions, so a
+# late commit is still caught; so is an entry a miss stored from a read older than a change.
+CHANGED = """
+SELECT code, version, change_seq FROM shop_profile WHERE change_seq > $1
+"""
+KEYS = """
+SELECT kid, public_key,
+       CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN retired_at IS NOT NULL THEN 'retired'
+            ELSE 'active' END AS key_status
+FROM qr_key
+"""
+WINDOW = 10.0
+SLACK = 1000  # at start, sequence values below the highest that may still be in flight
+
+log = logging.getLogger("merchant_code.scan_cache")
+
+
 class Entry:
-    __slots__ = ("body", "cut", "shop_id", "status", "version")
+    __slots__ = ("body", "cut", "epoch", "shop_id", "status", "version")
 
     def __init__(self, shop_id: int, version: int, status: int, body: bytes, kind: Kind) -> None:
         self.shop_id = shop_id
@@ -44,6 +73,7 @@ class Entry:
         self.body = body
         # where the sticker's status is spliced in (found once, not on every scan)
         self.cut = rendering.banner_cut(kind, body) if status == 200 else -1
+        self.epoch = 0  # the cache's epoch when this version was last known current
 
 
 class ProfileCache:
@@ -53,6 +83,38 @@ class ProfileCache:
         self.entries: OrderedDict[tuple[str, Kind], Entry] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        # set by the watermark: the key states, when changes were last confirmed, and an epoch
+        # that moves after an outage so that entries from before it are checked once again
+        self.keys: dict[str, Key] = {}
+        self.confirmed = -1e18  # monotonic time of the last successful poll
+        self.as_of: datetime.datetime | None = None
+        self.epoch = 1
+        self.fresh_for = 2.0  # a poll older than this does not vouch for the cache
+
+    def cached(self, code: str, kind: Kind, kid: str | None) -> tuple[Entry, Key | None] | None:
+        """The answer from memory alone, when the watermark vouches for it; else None."""
+        entry = self.entries.get((code, kind))
+        if entry is None or entry.epoch != self.epoch:
+            return None
+        if time.monotonic() - self.confirmed > self.fresh_for:
+            return None
+        self.hits += 1
+        self.entries.move_to_end((code, kind))
+        return entry, None if kid is None else self.keys.get(kid)
+
+    def stale(self, code: str, kind: Kind, kid: str | None) -> tuple[Entry, Key | None]:
+        """While the database is unreachable: the last answer known, or 503 at once."""
+        entry = self.entries.get((code, kind))
+        if entry is None or self.as_of is None:
+            raise Unavailable("the database is unreachable; try again in a moment", retry_after=2)
+        return entry, None if kid is None else self.keys.get(kid)
+
+    def changed(self, rows: list[asyncpg.Record]) -> None:
+        for row in rows:
+            for kind in ("json", "zh", "en"):
+                entry = self.entries.get((row["code"], kind))
+                if entry is not None and entry.version != row["version"]:
+                    del self.entries[(row["code"], kind)]
 
     async def citizen(self, conn: asyncpg.Connection, code: str, kind: Kind = "json") -> Entry:
         """The current citizen answer of a (valid, already parsed) code; NotFound if no shop."""
@@ -73,6 +135,7 @@ class ProfileCache:
         else:
             self.misses += 1
             entry = Entry(row["shop_id"], row["version"], row["status"], row["body"], kind)
+        entry.epoch = self.epoch
         # other scans may have evicted or replaced it while this one waited for the database
         self.entries[key] = entry
         self.entries.move_to_end(key)
@@ -110,3 +173,60 @@ async def full_profile(conn: asyncpg.Connection, cache: ProfileCache, code: str)
         raise NotFound("no such shop")
     record: asyncpg.Record = row
     return record
+
+
+class Watermark:
+    """The poller of one worker: profiles changed since the watermark, and every key's state."""
+
+    def __init__(self, cache: ProfileCache, pool: asyncpg.Pool, interval: float) -> None:
+        self.cache = cache
+        self.pool = pool
+        self.interval = interval
+        cache.fresh_for = max(2.0, 4 * interval)
+        self.seen: int | None = None  # the highest change_seq read
+        self.history: list[tuple[float, int]] = []  # (when, highest seen then)
+
+    def since(self, now: float) -> int:
+        """Re-read from the highest value seen WINDOW seconds ago (late commits land there)."""
+        while len(self.history) > 1 and now - self.history[1][0] >= WINDOW:
+            self.history.pop(0)
+        return self.history[0][1]
+
+    async def poll(self, conn: asyncpg.Connection) -> None:
+        now = time.monotonic()
+        if self.seen is None:
+            top = await conn.fetchval("SELECT coalesce(max(change_seq), 0) FROM shop_profile")
+            self.seen = top
+            self.history = [(now, max(0, top - SLACK))]
+        rows = await conn.fetch(CHANGED, self.since(now))
+        keys = {r["kid"]: Key(bytes(r["public_key"]), r["key_status"]) for r in await conn.fetch(KEYS)}
+        self.cache.changed(rows)
+        self.cache.keys = keys
+        if rows:
+            self.seen = max(self.seen, max(r["change_seq"] for r in rows))
+        self.history.append((now, self.seen))
+        self.cache.confirmed = now
+        self.cache.as_of = datetime.datetime.now(datetime.UTC)
+
+    async def once(self) -> None:
+        health = db_health.state
+        try:
+            async with asyncio.timeout(max(2.0, 4 * self.interval)), self.pool.acquire() as conn:
+                await self.poll(cast(asyncpg.Connection, conn))
+        except db_health.LOST as exc:
+            health.lost(exc)
+            return
+        if health.down:
+            # entries from before the outage are checked once more, lazily, on their next scan
+            self.cache.epoch += 1
+            health.reached()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the scan cache's watermark poll failed")
+            await asyncio.sleep(self.interval)

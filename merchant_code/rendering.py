@@ -6,6 +6,7 @@ engine), so the bytes stored are the bytes a request would have rendered.
 
 from __future__ import annotations
 
+import datetime
 import functools
 from pathlib import Path
 from typing import Any, Literal
@@ -75,3 +76,19 @@ def with_banner(body: bytes, cut: int, kind: Literal["json", "zh", "en"], status
     if cut < 0:
         return body
     return b"".join((body[:cut], code.encode().join(banner(kind, status)), body[cut:]))
+
+
+def with_as_of(body: bytes, cut: int, kind: Literal["json", "zh", "en"], as_of: datetime.datetime) -> bytes:
+    """An answer served while the database is unreachable: it says when its data was last
+    confirmed (JSON: `as_of`; a page: a line above the sticker's status), spliced like the banner."""
+    if cut < 0:
+        return body
+    stamp = as_of.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if kind == "json":
+        note = b',"as_of":' + msgspec.json.encode(as_of.astimezone(datetime.UTC).isoformat())
+    elif kind == "en":
+        line = f'<p class="as-of" role="status">Data as of {stamp}: the register cannot be reached now.</p>'
+        note = line.encode()
+    else:
+        note = f'<p class="as-of" role="status">数据截至 {stamp}：暂时无法连接登记系统。</p>'.encode()
+    return b"".join((body[:cut], note, body[cut:]))

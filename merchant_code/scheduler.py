@@ -16,6 +16,8 @@ from typing import Any
 import msgspec
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from merchant_code import db_health
+
 
 class Job(msgspec.Struct, frozen=True):
     id: str
@@ -63,7 +65,9 @@ def start_scheduler(state: Any, jobs: list[Job]) -> AsyncIOScheduler:
     feed_schedule.install(state, scheduler)  # one job per feed source, kept in step with the table
     for job in jobs:
         scheduler.add_job(
-            job.func,
+            # skipped while the database is known to be down; a first lost connection flips that
+            # state in one line (db_health), never a traceback every few seconds
+            db_health.guarded(job.func),
             "interval",
             seconds=job.seconds,
             args=[state],

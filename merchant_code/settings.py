@@ -105,6 +105,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     throttle_minutes: Annotated[int, msgspec.Meta(ge=1)] = 15
     # citizen profiles kept rendered in each worker process (an LRU); each entry is a few KB
     scan_cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 50_000
+    # how often each worker asks which profiles and keys changed since its watermark (a cached
+    # scan makes no round trip; a change shows within about this long)
+    scan_watermark_seconds: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    # how long opening a connection to PostgreSQL may take before the request gets 503
+    connect_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
     # comma-separated addresses of reverse proxies whose X-Forwarded-For is believed
     trusted_proxies: str = ""
     # scans (/s/...) one client address may send a second on average, with a burst to spare;

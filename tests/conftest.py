@@ -114,7 +114,10 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 def settings(db_url: str, tmp_path: Path) -> Settings:
     # scans are not flood-limited here: the access matrix alone scans faster than a person would
     # (tests/test_flood.py checks the limit with its own settings)
-    return Settings(database_url=db_url, scheduler=False, data_dir=str(tmp_path), scan_rate=0)
+    return Settings(
+        database_url=db_url, scheduler=False, data_dir=str(tmp_path), scan_rate=0,
+        scan_watermark_seconds=0.05,
+    )
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from merchant_code.codes import new_shop_code
 from merchant_code.settings import Settings
 from tests import factories
 from tests import world as w
+from tests.watermark import caught_up
 
 DAY = datetime.timedelta(days=1)
 JSON = {"accept": "application/json"}
@@ -57,6 +58,7 @@ async def test_a_change_reaches_the_citizen_page_once_the_profile_is_rebuilt(
     cached = await client.get(f"/s/{code}", headers=JSON)
     assert cached.json()["grade"] is None  # the profile is rebuilt off the writer's path
     await profiles.drain(conn)
+    await caught_up(client.app)
     after = await client.get(f"/s/{code}", headers=JSON)
     assert after.json()["grade"] == "B"
     assert after.headers["etag"] != before.headers["etag"]
@@ -200,6 +202,7 @@ async def test_each_sticker_status_on_the_scan_page(
     await profiles.drain(conn)
     asks = await stickers_of_every_status(conn, settings, code)
     third = await qr.ensure_signing_key(conn, settings)
+    await caught_up(client.app)
     asks_forged_too = {
         "another shop's signature": f"q={signature_of(third.payload(settings.base_url, other))}",
         "another host's signature": f"q={signature_of(third.payload('https://evil.example', code))}",
@@ -234,6 +237,7 @@ async def test_each_sticker_status_on_the_scan_page(
     # the page of a revoked code says so whatever its sticker says
     await qr.revoke_code(conn, code, "sticker stolen")
     await profiles.drain(conn)
+    await caught_up(client.app)
     for query in asks.values():
         revoked = await client.get(f"/s/{code}?{query}")
         assert revoked.status_code == 410 and "已注销" in revoked.text and "12315" in revoked.text
@@ -254,6 +258,7 @@ async def test_a_sticker_turns_old_then_not_genuine_as_its_key_is_retired_then_r
             await qr.rotate(conn, settings)
         elif change == "revoke":
             await qr.revoke_key(conn, key.kid)
+        await caught_up(client.app)
         # no rebuild, no new version: the worker's cached answer takes the key's new state
         for _ in range(2):
             answer = await client.get(url, headers=JSON)
@@ -274,6 +279,7 @@ async def test_a_scan_renders_no_template_whatever_its_sticker_says(
     _, code = await factories.shop(conn)
     await profiles.drain(conn)
     asks = await stickers_of_every_status(conn, settings, code)
+    await caught_up(client.app)
     kinds: list[tuple[str, dict[str, str]]] = [("zh", {}), ("en", {}), ("zh", JSON)]
     scans = [(f"/s/{code}?{q}&lang={lang}", headers) for q in asks.values() for lang, headers in kinds]
     first = [(await client.get(url, headers=headers)).content for url, headers in scans]

@@ -8,7 +8,7 @@ import msgspec
 from litestar import get
 from litestar.datastructures import State
 
-from merchant_code import db, migrate
+from merchant_code import db, db_health, migrate
 from merchant_code.errors import Unavailable
 
 
@@ -29,7 +29,13 @@ def healthz() -> Alive:
 
 @get("/readyz", opt={"access": "public"}, tags=["health"])
 async def readyz(state: State) -> Ready:
-    """The database answers and every migration file is applied, unedited."""
+    """The database answers and every migration file is applied, unedited. While the scan
+    cache's poller knows the database to be unreachable: 503 "degraded", and since when (no
+    round trip per probe)."""
+    health = db_health.state
+    if health.down and health.down_wall is not None:
+        since = health.down_wall.isoformat(timespec="seconds")
+        raise Unavailable(f"degraded: database unreachable since {since} ({health.reason})", retry_after=2)
     try:
         async with asyncio.timeout(3), db.acquire(state.scan_pool, 3) as conn:
             done = await migrate.applied(conn)

@@ -1,7 +1,8 @@
 """GET /s/{code}: the sticker's one URL, three views.
 
 Anonymous people (and anyone asking for `?view=citizen`) get the citizen view from the
-in-process cache (one indexed read to check the version). A signed-in owner gets the merchant
+in-process cache (no round trip while the change watermark vouches for it; with the database
+unreachable, the last answer known with its "as of" time). A signed-in owner gets the merchant
 view; an inspector or manager whose area covers the shop gets the full view, personal data
 masked unless the account holds `pii:read` (each unmasked read audited). Everyone else gets
 the citizen view too: being signed in does not open other shops.
@@ -24,7 +25,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response.base import ASGIResponse
 from litestar.types import Scope, Send
 
-from merchant_code import access, audit, auth, db, genuine, masking, rendering
+from merchant_code import access, audit, auth, db, db_health, genuine, masking, rendering
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import DomainError, InvalidInput, NotFound
 from merchant_code.profile_cache import Entry, Kind
@@ -114,19 +115,27 @@ class Scanned(NamedTuple):
     kind: Kind
     sticker: genuine.Status
     code: str
+    as_of: datetime.datetime | None = None  # set when the database could not confirm it
 
 
 def citizen_parts(scanned: Scanned, if_none_match: str | None) -> tuple[int, dict[str, str], bytes]:
     """The stored answer with the sticker's status spliced in, and an ETag of its version and
     that status (304 when the caller has it): status, headers and body, for the handler and the
     hot path alike."""
-    entry, kind, sticker, code = scanned
+    entry, kind, sticker, code, as_of = scanned
     # a key retired or revoked changes the answer without moving the profile's version
     etag = f'W/"{entry.version}-{kind}-{sticker}"'
     headers = {"ETag": etag, "Vary": VARY, "Cache-Control": "no-cache"}
-    if entry.status == 200 and if_none_match == etag:
+    if as_of is not None:
+        del headers["ETag"]
+        headers["Cache-Control"] = "no-store"
+        headers["X-Data-As-Of"] = as_of.astimezone(datetime.UTC).isoformat()
+    elif entry.status == 200 and if_none_match == etag:
         return 304, headers, b""
-    return entry.status, headers, rendering.with_banner(entry.body, entry.cut, kind, sticker, code)
+    body = rendering.with_banner(entry.body, entry.cut, kind, sticker, code)
+    if as_of is not None:
+        body = rendering.with_as_of(body, entry.cut, kind, as_of)
+    return entry.status, headers, body
 
 
 def citizen_response(request: Request[Any, Any, Any], scanned: Scanned) -> ASGIResponse:
@@ -142,6 +151,26 @@ async def scanned_answer(
     """The stored answer and the sticker's status, from the one read (NotFound: no shop)."""
     entry, key = await state.profile_cache.scan(conn, code, kind, sent.kid)
     return Scanned(entry, kind, state.sticker_checker.status(code, sent, key), code)
+
+
+async def citizen_scan(state: Any, code: str, kind: Kind, sent: genuine.Claim) -> Scanned:
+    """From memory when the watermark vouches for it; else one read; with the database
+    unreachable, the last answer known with its "as of" time, or 503 at once (NotFound: no
+    shop)."""
+    cache = state.profile_cache
+    got = cache.cached(code, kind, sent.kid)
+    as_of = None
+    if got is None:
+        if not db_health.state.down:
+            try:
+                async with db.acquire(state.scan_pool, state.settings.acquire_seconds) as conn:
+                    got = await cache.scan(conn, code, kind, sent.kid)
+            except db_health.LOST as exc:
+                db_health.state.lost(exc)
+        if got is None:
+            got, as_of = cache.stale(code, kind, sent.kid), cache.as_of
+    entry, key = got
+    return Scanned(entry, kind, state.sticker_checker.status(code, sent, key), code, as_of)
 
 
 def kind_of(accept: str, en: bool) -> Kind:
@@ -189,11 +218,10 @@ async def anonymous_scan(scope: Scope, send: Send) -> bool:
         return False
     kind = kind_of(accept, is_english(lang, accept_language))
     state = scope["litestar_app"].state
-    async with db.acquire(state.scan_pool, state.settings.acquire_seconds) as conn:
-        try:
-            scanned = await scanned_answer(state, conn, code, kind, genuine.claim(signatures))
-        except NotFound:
-            return False
+    try:
+        scanned = await citizen_scan(state, code, kind, genuine.claim(signatures))
+    except NotFound:
+        return False
     if scanned.entry.status == 410 and kind == "json":
         return False
     status, headers, body = citizen_parts(scanned, if_none_match)
@@ -274,12 +302,16 @@ async def scan(
     except InvalidInput as exc:
         return invalid_sticker(request, exc, en)
     sent = genuine.claim_of(request.scope["query_string"])
+    if principal is None:
+        try:
+            scanned = await citizen_scan(state, parsed, answer_kind(request, en), sent)
+            return citizen_response(request, scanned)
+        except NotFound as exc:
+            return invalid_sticker(request, exc, en)
     async with db.acquire(state.scan_pool, state.settings.acquire_seconds) as conn:
         try:
             # makes sure the profile exists, for the views of signed-in callers too
             scanned = await scanned_answer(state, conn, parsed, answer_kind(request, en), sent)
-            if principal is None:
-                return citizen_response(request, scanned)
             return await _signed_in(request, conn, principal, scanned, en, preview=view == "citizen")
         except NotFound as exc:
             return invalid_sticker(request, exc, en)

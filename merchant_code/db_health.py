@@ -1,0 +1,89 @@
+"""Whether this worker can reach the database, known without a round trip.
+
+The scan cache's poller (profile_cache.Watermark) and the scheduler's jobs report what they see;
+requests, /readyz and the jobs consult it. A database that goes away is logged once ("database
+unreachable: ...") and once when it is back ("database reachable again after N s"), never a
+traceback per job every two seconds. One state per worker process, as the pools are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger("merchant_code.db_health")
+
+# what a dead or unreachable server raises: refused or reset sockets, connect timeouts, a
+# connection closed under a query, the server shutting down
+LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+class Health:
+    __slots__ = ("down_since", "down_wall", "reason")
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None  # monotonic
+        self.down_wall: datetime.datetime | None = None
+        self.reason = ""
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def lost(self, exc: BaseException) -> None:
+        if self.down_since is not None:
+            return
+        self.down_since = time.monotonic()
+        self.down_wall = datetime.datetime.now(datetime.UTC)
+        self.reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+        log.warning("database unreachable: %s", self.reason)
+
+    def reached(self) -> None:
+        if self.down_since is None:
+            return
+        seconds = time.monotonic() - self.down_since
+        self.down_since = self.down_wall = None
+        self.reason = ""
+        log.warning("database reachable again after %.0f s", seconds)
+
+
+state = Health()
+
+
+def reset() -> None:
+    """A new app in this process (tests) starts from "reachable"."""
+    global state
+    state = Health()
+
+
+def guarded(func: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """A scheduler job that stays silent while the database is known to be down (it is skipped),
+    and whose first lost connection flips the state (one line) instead of a traceback."""
+
+    @functools.wraps(func)
+    async def job(arg: Any) -> None:
+        if state.down:
+            return
+        try:
+            await func(arg)
+        except asyncio.CancelledError:
+            raise
+        except LOST as exc:
+            state.lost(exc)
+
+    return job
