@@ -64,6 +64,16 @@ class Health:
 
 state = Health()
 
+# polls that time out in a row before a slow database counts as unreachable: one slow poll is a
+# busy machine or a full pool, not an outage (a server that is gone refuses at once)
+TIMEOUTS_BEFORE_DOWN = 3
+
+
+def is_lost(exc: BaseException) -> bool:
+    """A connection refused, reset or closed under us; not a timeout (TimeoutError is an OSError):
+    a timeout alone may be a busy machine, and only the poller's run of them says "down"."""
+    return isinstance(exc, LOST) and not isinstance(exc, TimeoutError)
+
 
 def reset() -> None:
     """A new app in this process (tests) starts from "reachable"."""
@@ -84,6 +94,8 @@ def guarded(func: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable
         except asyncio.CancelledError:
             raise
         except LOST as exc:
+            if not is_lost(exc):
+                raise  # a job that timed out: the scheduler logs it as any failed job
             state.lost(exc)
 
     return job

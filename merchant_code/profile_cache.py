@@ -185,6 +185,7 @@ class Watermark:
         cache.fresh_for = max(2.0, 4 * interval)
         self.seen: int | None = None  # the highest change_seq read
         self.history: list[tuple[float, int]] = []  # (when, highest seen then)
+        self.timeouts = 0  # polls timed out in a row
 
     def since(self, now: float) -> int:
         """Re-read from the highest value seen WINDOW seconds ago (late commits land there)."""
@@ -214,8 +215,11 @@ class Watermark:
             async with asyncio.timeout(max(2.0, 4 * self.interval)), self.pool.acquire() as conn:
                 await self.poll(cast(asyncpg.Connection, conn))
         except db_health.LOST as exc:
-            health.lost(exc)
+            self.timeouts = self.timeouts + 1 if isinstance(exc, TimeoutError) else 0
+            if db_health.is_lost(exc) or self.timeouts >= db_health.TIMEOUTS_BEFORE_DOWN:
+                health.lost(exc)
             return
+        self.timeouts = 0
         if health.down:
             # entries from before the outage are checked once more, lazily, on their next scan
             self.cache.epoch += 1

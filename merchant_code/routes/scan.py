@@ -166,7 +166,8 @@ async def citizen_scan(state: Any, code: str, kind: Kind, sent: genuine.Claim) -
                 async with db.acquire(state.scan_pool, state.settings.acquire_seconds) as conn:
                     got = await cache.scan(conn, code, kind, sent.kid)
             except db_health.LOST as exc:
-                db_health.state.lost(exc)
+                if db_health.is_lost(exc):
+                    db_health.state.lost(exc)
         if got is None:
             got, as_of = cache.stale(code, kind, sent.kid), cache.as_of
     entry, key = got
