@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -64,10 +65,14 @@ async def _explain(conn: asyncpg.Connection, sql: str, args: tuple[Any, ...]) ->
     }
 
 
-async def explain_common(conn: asyncpg.Connection, fragments: list[str]) -> list[dict[str, Any]]:
+async def explain_common(
+    conn: asyncpg.Connection, fragments: list[str], *, old: bool = False
+) -> list[dict[str, Any]]:
     """For each fragment, the first page's statements as the route runs them, explained: their
-    plans, and totals of shared buffers hit and read and of execution time."""
-    new = await _has_postings(conn)
+    plans, and totals of shared buffers hit and read and of execution time. `old`: the search
+    before the postings (the GIN intersection sorted by code), on the same database: before and
+    after side by side."""
+    new = not old and await _has_postings(conn)
     out = []
     for fragment in fragments:
         if new:
@@ -92,7 +97,9 @@ async def explain_common(conn: asyncpg.Connection, fragments: list[str]) -> list
 
 async def _fragments(conn: asyncpg.Connection, n: int, order: str) -> list[str]:
     if await _has_postings(conn):
-        sql = f"""SELECT gram FROM shop_name_gram WHERE length(gram) = 2
+        # two Chinese characters (3 bytes each): what citizens type; name_en's Latin pairs
+        # ('ng', 'an') are commoner still but are not the district's names
+        sql = f"""SELECT gram FROM shop_name_gram WHERE length(gram) = 2 AND octet_length(gram) = 6
                   GROUP BY gram ORDER BY count(*) {order}, gram LIMIT $1"""
     else:  # before the postings: a sample of the names
         sql = f"""SELECT g FROM (SELECT unnest(name_bigrams(name)) AS g FROM shop TABLESAMPLE SYSTEM (10)) x
@@ -101,12 +108,12 @@ async def _fragments(conn: asyncpg.Connection, n: int, order: str) -> list[str]:
 
 
 async def common_fragments(conn: asyncpg.Connection, n: int) -> list[str]:
-    """The n most common two-character fragments of shop names."""
+    """The n most common two-character fragments of shops' Chinese names."""
     return await _fragments(conn, n, "DESC")
 
 
 async def rare_fragments(conn: asyncpg.Connection, n: int) -> list[str]:
-    """n of the rarest two-character fragments of shop names."""
+    """n of the rarest two-character fragments of shops' Chinese names."""
     return await _fragments(conn, n, "ASC")
 
 
@@ -117,13 +124,17 @@ async def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--plans", action="store_true", help="print each plan, not only the figures")
+    parser.add_argument("--old", action="store_true", help="also the search before the postings")
     args = parser.parse_args()
     conn = await asyncpg.connect(args.database_url)
     try:
-        for kind, pick in (("common", common_fragments), ("rare", rare_fragments)):
-            for row in await explain_common(conn, await pick(conn, args.n)):
+        runs = [(False, "now"), (True, "before")] if args.old else [(False, "now")]
+        for (kind, pick), (old, when) in itertools.product(
+            (("common", common_fragments), ("rare", rare_fragments)), runs
+        ):
+            for row in await explain_common(conn, await pick(conn, args.n), old=old):
                 print(
-                    f"{kind:6} {row['fragment']!r:12} {row['execution_ms']:8.2f} ms"
+                    f"{when:6} {kind:6} {row['fragment']!r:12} {row['execution_ms']:8.2f} ms"
                     f"  hit {row['shared_hit']:6}  read {row['shared_read']:6}"
                 )
                 if args.plans:
