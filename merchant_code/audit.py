@@ -115,6 +115,8 @@ class SealRaced(Exception):
 async def seal_batch(conn: asyncpg.Connection, batch: int = SEAL_BATCH) -> int | None:
     """Chain up to `batch` committed unsealed rows, inside the caller's transaction (which must
     commit for the seal to count). None when another sealer is at work."""
+    if not conn.is_in_transaction():
+        raise RuntimeError("audit.seal_batch must run inside a transaction: its lock lasts as long")
     if not await db.queries.try_lock_audit_sealer(conn, key=SEAL_KEY):
         return None
     rows = [r async for r in db.queries.list_unsealed_audit_events(conn, batch=batch)]

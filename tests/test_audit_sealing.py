@@ -1,0 +1,232 @@
+"""Audited writes do not queue on one lock: rows are sealed into the chain afterwards, exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from merchant_code import audit, db
+from merchant_code import audit_checkpoints as checkpoints
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MERCHANT_CODE_")}
+    env["MERCHANT_CODE_DATABASE_URL"] = url
+    return subprocess.run(
+        [sys.executable, "-m", "merchant_code", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
+async def _audited_write(conn: asyncpg.Connection, n: int) -> None:
+    """A tiny write and its audit row, in one transaction: what every write of the service does."""
+    async with conn.transaction():
+        await conn.execute("INSERT INTO auth_attempt (key) VALUES ($1)", f"login:writer{n}")
+        await audit.append(conn, actor=None, action="test.write", object_type="n", object_id=str(n))
+
+
+async def _writes(conn: asyncpg.Connection, count: int, start: int = 0) -> None:
+    for n in range(start, start + count):
+        await _audited_write(conn, n)
+
+
+async def _seal_order(conn: asyncpg.Connection) -> list[int]:
+    return list(
+        await conn.fetchval("SELECT coalesce(array_agg(seal_seq ORDER BY seal_seq), '{}') FROM audit_event")
+    )
+
+
+async def test_ten_thousand_writes_from_32_writers_and_two_sealers_make_one_exact_chain(db_url: str) -> None:
+    role = await db.app_role(db_url)
+    writers = await db.create_pool(db_url, min_size=32, max_size=32, role=role)
+    # two service instances, each with its own pool and its own sealer running all along
+    instances = [await db.create_pool(db_url, max_size=2, role=role) for _ in range(2)]
+    done = asyncio.Event()
+    sealed = [0, 0]
+
+    async def sealer(i: int) -> None:
+        async with db.acquire(instances[i]) as conn:
+            while not done.is_set():
+                sealed[i] += await audit.seal(conn, batch=500)
+                await asyncio.sleep(0.005)  # pacing, as the scheduler's interval does
+
+    async def writer(w: int) -> None:
+        async with db.acquire(writers) as conn:
+            for n in range(w, 10_000, 32):
+                await _audited_write(conn, n)
+
+    try:
+        sealers = [asyncio.create_task(sealer(i)) for i in range(2)]
+        await asyncio.gather(*(writer(w) for w in range(32)))
+        done.set()
+        await asyncio.gather(*sealers)
+        async with db.acquire(instances[0]) as conn:
+            sealed[0] += await audit.seal(conn)
+            assert sum(sealed) == 10_000
+            assert await audit.verify(conn) == (10_000, None)
+            assert await audit.pending(conn) == audit.Pending(0, None)
+            # one chain, no fork: every place taken once, none skipped
+            assert await _seal_order(conn) == list(range(1, 10_001))
+            assert await conn.fetchval("SELECT count(*) FROM auth_attempt") == 10_000
+    finally:
+        for pool in (writers, *instances):
+            await pool.close()
+
+
+async def _rows(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return [r async for r in db.queries.list_audit_chain(conn, after=0, batch=100)]
+
+
+async def _as_owner_past_the_guard(conn: asyncpg.Connection, *statements: str) -> None:
+    await conn.execute("ALTER TABLE audit_event DISABLE TRIGGER USER")
+    for sql in statements:
+        await conn.execute(sql)
+    await conn.execute("ALTER TABLE audit_event ENABLE TRIGGER USER")
+
+
+@pytest.mark.parametrize("change", ["content", "hash", "delete", "insert"])
+async def test_each_way_of_tampering_with_a_sealed_row_is_named_by_row(
+    conn: asyncpg.Connection, change: str
+) -> None:
+    await _writes(conn, 6)
+    assert await audit.seal(conn) == 6
+    rows = await _rows(conn)
+    target, after = rows[2], rows[3]
+    if change == "content":
+        await _as_owner_past_the_guard(
+            conn, f"UPDATE audit_event SET object_id = 'x' WHERE id = {target['id']}"
+        )
+    elif change == "hash":
+        await _as_owner_past_the_guard(
+            conn, f"UPDATE audit_event SET hash = sha256(hash) WHERE id = {target['id']}"
+        )
+    elif change == "delete":
+        await _as_owner_past_the_guard(conn, f"DELETE FROM audit_event WHERE id = {target['id']}")
+    else:  # a row made up and chained right after the target, its own hash computed correctly
+        await _as_owner_past_the_guard(
+            conn, f"UPDATE audit_event SET seal_seq = seal_seq + 100 WHERE seal_seq > {target['seal_seq']}"
+        )
+        forged = await conn.fetchval(
+            "INSERT INTO audit_event (action, object_type) VALUES ('test.write', 'n') RETURNING id"
+        )
+        row = await conn.fetchrow(
+            "SELECT id, at, actor_account_id, action, object_type, object_id, request_id, detail,"
+            " detail::text AS detail_text FROM audit_event WHERE id = $1",
+            forged,
+        )
+        assert row is not None
+        made_up = audit.digest(target["hash"], audit._event(row), row["detail_text"])
+        await conn.execute(
+            "UPDATE audit_event SET seal_seq = $1, prev_hash = $2, hash = $3 WHERE id = $4",
+            target["seal_seq"] + 1, target["hash"], made_up, forged,
+        )  # fmt: skip
+    checked, broken = await audit.verify(conn)
+    named = target["id"] if change in ("content", "hash") else after["id"]
+    intact = 4 if change == "insert" else 2  # the made-up row chains onto the target; its successor does not
+    assert broken is not None and broken.id == named and checked == intact
+
+
+async def test_a_write_that_rolls_back_leaves_no_audit_row(conn: asyncpg.Connection) -> None:
+    class Refused(Exception):
+        pass
+
+    async def refused_write() -> None:
+        async with conn.transaction():
+            await conn.execute("INSERT INTO auth_attempt (key) VALUES ('login:gone')")
+            await audit.append(conn, actor=None, action="test.write", object_type="n", object_id="gone")
+            raise Refused
+
+    with pytest.raises(Refused):
+        await refused_write()
+    assert await conn.fetchval("SELECT count(*) FROM audit_event") == 0
+    assert await audit.seal(conn) == 0
+    await _writes(conn, 1)
+    assert await audit.seal(conn) == 1
+    assert await audit.verify(conn) == (1, None)
+    assert [r["object_id"] for r in await _rows(conn)] == ["0"]
+
+
+async def _gone(conn: asyncpg.Connection, pid: int) -> None:
+    deadline = time.monotonic() + 30  # a backend exits at once; generous for a busy machine
+    while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+        assert time.monotonic() < deadline, f"backend {pid} still there"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_sealer_killed_mid_seal_leaves_the_chain_verifiable_and_the_next_seal_completes_it(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    await _writes(conn, 20)
+    assert await audit.seal(conn) == 20
+    await _writes(conn, 30, start=20)
+    victim = await db.connect(db_url)
+    pid = victim.get_server_pid()
+    try:
+        seal = victim.transaction()
+        await seal.start()
+        assert await audit.seal_batch(victim) == 30  # chained, not committed yet
+        # another instance's sealer meanwhile finds the lock taken: it neither waits nor forks
+        assert await audit.seal(conn) == 0
+        await conn.execute("SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
+            await seal.commit()
+    finally:
+        victim.terminate()
+    await _gone(conn, pid)
+    assert await audit.verify(conn) == (20, None)  # what was sealed before still holds
+    assert (await audit.pending(conn)).count == 30  # the cut seal left nothing half-done
+    assert await audit.seal(conn) == 30
+    assert await audit.verify(conn) == (50, None)
+    assert await _seal_order(conn) == list(range(1, 51))
+
+
+async def test_a_second_sealer_waits_for_none_and_continues_from_the_first_ones_head(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    await _writes(conn, 5)
+    first = await db.connect(db_url)
+    try:
+        async with first.transaction():
+            assert await audit.seal_batch(first) == 5
+            await _writes(conn, 3, start=5)  # committed while the first sealer is at work
+            async with conn.transaction():
+                assert await audit.seal_batch(conn) is None
+        assert await audit.seal(conn) == 3
+    finally:
+        await first.close()
+    assert await audit.verify(conn) == (8, None)
+    assert [r["object_id"] for r in await _rows(conn)] == [str(n) for n in range(8)]
+
+
+async def test_rows_not_sealed_yet_are_counted_with_the_oldest_not_reported_broken(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    await _writes(conn, 3)
+    await audit.seal(conn)
+    await _writes(conn, 4, start=3)
+    report = await checkpoints.verify(conn)
+    oldest = await conn.fetchval("SELECT min(at) FROM audit_event WHERE hash IS NULL")
+    assert (report.checked, report.unsealed, report.oldest_unsealed, report.problems) == (3, 4, oldest, [])
+    # the command line seals what has committed first, unless a sealer is at work right then
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", audit.SEAL_KEY)
+        busy = await asyncio.to_thread(_cli, db_url, "audit", "verify")
+    assert busy.returncode == 0, busy.stderr
+    assert "audit chain intact: 3 events" in busy.stdout
+    assert "4 event(s) not sealed yet" in busy.stdout and "the oldest written" in busy.stdout
+    sealed = await asyncio.to_thread(_cli, db_url, "audit", "verify")
+    assert sealed.returncode == 0 and "audit chain intact: 7 events" in sealed.stdout
+    assert "not sealed" not in sealed.stdout
