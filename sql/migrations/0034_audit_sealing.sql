@@ -8,8 +8,12 @@ ALTER TABLE audit_event ADD COLUMN seal_seq bigint;
 UPDATE audit_event SET seal_seq = id;
 ALTER TABLE audit_event ADD CONSTRAINT audit_event_sealed_whole
     CHECK ((seal_seq IS NULL) = (hash IS NULL) AND (prev_hash IS NULL OR hash IS NOT NULL));
--- one row per place in the chain: two sealers that raced could not both extend the same head
-CREATE UNIQUE INDEX audit_event_seal_seq_idx ON audit_event (seal_seq);
+-- one row per place in the chain: two sealers that raced could not both extend the same head.
+-- Partial, like the hash's index (0031) from now on: an append then adds no entry to either, the
+-- seal adds both.
+CREATE UNIQUE INDEX audit_event_seal_seq_idx ON audit_event (seal_seq) WHERE seal_seq IS NOT NULL;
+DROP INDEX audit_event_hash_idx;
+CREATE INDEX audit_event_hash_idx ON audit_event (hash) WHERE hash IS NOT NULL;
 -- what the sealer reads: the few rows not chained yet
 CREATE INDEX audit_event_unsealed_idx ON audit_event (id) WHERE hash IS NULL;
 
