@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import subprocess
 import sys
@@ -12,8 +13,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from merchant_code import audit, db
+from merchant_code import audit, db, migrate, qr
 from merchant_code import audit_checkpoints as checkpoints
+from merchant_code.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -230,3 +232,59 @@ async def test_rows_not_sealed_yet_are_counted_with_the_oldest_not_reported_brok
     sealed = await asyncio.to_thread(_cli, db_url, "audit", "verify")
     assert sealed.returncode == 0 and "audit chain intact: 7 events" in sealed.stdout
     assert "not sealed" not in sealed.stdout
+
+
+async def test_a_chain_and_checkpoints_from_before_sealing_still_hold_and_new_rows_continue_it(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    """0034: rows chained by the old appends (under one lock, in id order) take their id as their
+    place; a checkpoint signed then (without a place) still verifies, and still finds a cut tail."""
+    settings = Settings(data_dir=str(tmp_path))
+    files = migrate.load()
+    conn = await db.connect(empty_db_url)
+    try:
+        await migrate.migrate(conn, [m for m in files if m.name < "0034"])
+        prev: bytes | None = None
+        at = datetime.datetime(2026, 11, 30, 8, 0, 0, 123456, tzinfo=datetime.UTC)
+        for n in range(5):  # as audit.append wrote them before
+            event = audit.Event(
+                id=await conn.fetchval("SELECT nextval(pg_get_serial_sequence('audit_event', 'id'))"),
+                at=at + datetime.timedelta(seconds=n), actor_account_id=None, action="test.old",
+                object_type="n", object_id=str(n), request_id=None, detail={"n": n, "x": 0.1},
+            )  # fmt: skip
+            text = await conn.fetchval("SELECT ($1::jsonb)::text", event.detail)
+            digested = audit.digest(prev, event, text)
+            await conn.execute(
+                "INSERT INTO audit_event (id, at, action, object_type, object_id, detail, prev_hash, hash)"
+                " OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                event.id, event.at, event.action, event.object_type, event.object_id, event.detail, prev,
+                digested,
+            )  # fmt: skip
+            prev = digested
+        assert prev is not None
+        key = await qr.ensure_signing_key(conn, settings)
+        signed_at = at + datetime.timedelta(minutes=5)
+        old = await conn.fetchval(
+            "INSERT INTO audit_checkpoint (at, head_id, head_hash, kid, signature)"
+            " VALUES ($1, 5, $2, $3, $4) RETURNING id",
+            signed_at, prev, key.kid, key.private.sign(checkpoints.message(signed_at, 5, prev, key.kid)),
+        )  # fmt: skip
+
+        await migrate.migrate(conn)
+        assert await audit.verify(conn) == (5, None)
+        await _writes(conn, 2)
+        new = await checkpoints.make(conn, settings)
+        assert new is not None and (new.head_id, new.head_seq) == (7, 7)
+        report = await checkpoints.verify(conn)
+        assert (report.checked, report.checkpoints, report.problems) == (7, 2, [])
+
+        await _as_owner_past_the_guard(conn, "DELETE FROM audit_event WHERE seal_seq > 4")
+        report = await checkpoints.verify(conn)
+        assert report.checked == 4 and len(report.problems) == 1
+        assert report.problems[0].startswith(
+            f"audit chain truncated: chain ends at row 4 but checkpoint {new.id} signed head row 7 > 4"
+        )
+        assert "2 checkpoint(s) name rows that are gone" in report.problems[0]  # the old one too
+        assert old is not None
+    finally:
+        await conn.close()
