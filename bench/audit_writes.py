@@ -1,24 +1,27 @@
 """Benchmark: audited writes a second, against the same writes without an audit row.
 
-    .venv/bin/python bench/audit_writes.py                        # 32 connections, 10 s a phase
+    .venv/bin/python bench/audit_writes.py                        # 32 connections, 10 s of each kind
     PYTHONPATH=/path/to/other/checkout .venv/bin/python bench/audit_writes.py --label main
 
 One process tree: the embedded PostgreSQL in --pg-data (or --database-url), a fresh database made
 for the run and migrated by the code under test (whichever merchant_code is imported: set
 PYTHONPATH to measure another checkout), dropped after; --procs client processes holding
 --connections pooled connections in all, under the service's role, each connection looping one
-transaction after another for --seconds:
+transaction after another. Time is cut into windows of --slice seconds, alternating:
 
-- bare: a tiny write (one row into auth_attempt), measured before and after the audited phase
-  (the machine is shared: the baseline is their mean, and both are reported);
-- audited: the same tiny write + `audit.append`, as every write of the service does. Where the
-  code seals (audit.seal), a sealer runs in the parent every SEAL_SECONDS as the service's job
-  does, and the sealing lag (the oldest unsealed row's age at each seal, and how long the last
-  rows took to be sealed after the writers stopped) is reported.
+- bare: a tiny write (one row into auth_attempt);
+- audited: the same tiny write + `audit.append`, as every write of the service does;
+
+--seconds of each in all, so that the load of whoever else shares the machine falls on both
+alike (a transaction counts in the window it began and ended in). Where the code seals
+(audit.seal), a sealer runs in the parent every SEAL_SECONDS all along, as the service's job
+does, and the sealing lag is reported: the oldest unsealed row's age at each seal, and how long
+the last rows took to be sealed after the writers stopped.
 
 After the run the chain is verified: it must count every audited write. Reported: writes/s and
-p50/p99 transaction latency (begin to commit) of each phase, and audited / bare. Target (issue
-17): >= 1,000 audited writes/s. One JSON line is appended to bench/results/audit_writes.jsonl.
+p50/p99 transaction latency (begin to commit) of each kind, audited / bare (overall, and per
+pair of windows: min, median, max). Target (issue 17): >= 1,000 audited writes/s. One JSON line
+is appended to bench/results/audit_writes.jsonl.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from merchant_code.embedded import embedded_postgres
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "audit_writes.jsonl"
-WARM_UP = 1.0  # seconds of each phase not counted (pools filling, caches warming)
+WARM_UP = 1.0  # seconds of bare writes not counted before the first window (caches warming)
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -61,26 +64,31 @@ def percentile(values: list[float], p: float) -> float | None:
 # -- the client processes -----------------------------------------------------------------------
 
 
-async def _client(
-    url: str, role: str | None, conns: int, audited: bool, start: float, stop: float, tag: int
-) -> Any:
+def window(t: float, start: float, slice_s: float) -> int:
+    """Which window a moment falls in: even ones bare, odd ones audited; -1 before the first."""
+    return int((t - start) // slice_s) if t >= start else -1
+
+
+async def _client(url: str, role: str | None, conns: int, plan: tuple[float, float, float], tag: int) -> Any:
+    start, stop, slice_s = plan
     pool = await db.create_pool(url, min_size=conns, max_size=conns, role=role)
-    latencies: list[float] = []
+    latencies: dict[int, list[float]] = {}
 
     async def loop(lane: int) -> None:
         n = 0
         async with db.acquire(pool) as conn:
-            await asyncio.sleep(max(0.0, start - time.time()))  # all processes begin together
             while (began := time.time()) < stop:
+                k = window(began, start, slice_s)
                 key = f"login:bench{tag}.{lane}.{n}"
                 async with conn.transaction():
                     await conn.execute("INSERT INTO auth_attempt (key) VALUES ($1)", key)
-                    if audited:
+                    if k % 2 == 1:
                         await audit.append(
                             conn, actor=None, action="bench.write", object_type="n", object_id=key
                         )
-                if began >= start + WARM_UP:
-                    latencies.append(time.time() - began)
+                ended = time.time()
+                if k >= 0 and window(ended, start, slice_s) == k:  # done inside its own window
+                    latencies.setdefault(k, []).append(ended - began)
                 n += 1
 
     try:
@@ -90,9 +98,9 @@ async def _client(
     return latencies
 
 
-def client(url: str, role: str | None, conns: int, audited: bool, start: float, stop: float, tag: int,
+def client(url: str, role: str | None, conns: int, plan: tuple[float, float, float], tag: int,
            out: Connection) -> None:  # fmt: skip
-    out.send(asyncio.run(_client(url, role, conns, audited, start, stop, tag)))
+    out.send(asyncio.run(_client(url, role, conns, plan, tag)))
 
 
 # -- the sealer (the service's job, in the parent) ----------------------------------------------
@@ -114,35 +122,52 @@ async def _sealer(url: str, role: str | None, until: asyncio.Event, lags: list[f
         await conn.close()
 
 
-async def _phase(
-    url: str, role: str | None, args: argparse.Namespace, audited: bool, tag: int
-) -> dict[str, Any]:
+def _figures(latencies: list[float], seconds: float) -> dict[str, Any]:
+    return {
+        "writes": len(latencies),
+        "writes_per_s": round(len(latencies) / seconds, 1),
+        "p50_ms": round((percentile(latencies, 50) or 0) * 1000, 2),
+        "p99_ms": round((percentile(latencies, 99) or 0) * 1000, 2),
+    }
+
+
+async def _run(url: str, role: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    """Bare and audited windows of --slice seconds, alternating, --seconds of each in all: the
+    load of whoever else shares the machine falls on both alike."""
     ctx = multiprocessing.get_context("spawn")
-    start = time.time() + 3.0  # every process connected by then
-    stop = start + args.seconds
+    windows = 2 * round(args.seconds / args.slice)
+    start = time.time() + 3.0 + WARM_UP  # every process connected, then warmed up, by then
+    stop = start + windows * args.slice
     share = [args.connections // args.procs + (i < args.connections % args.procs) for i in range(args.procs)]
     pipes, procs = [], []
     for i, conns in enumerate(share):
         here, there = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=client, args=(url, role, conns, audited, start, stop, tag * 100 + i, there))
+        plan = (start, stop, args.slice)
+        proc = ctx.Process(target=client, args=(url, role, conns, plan, i, there))
         proc.start()
         pipes.append(here)
         procs.append(proc)
-    sealing = audited and hasattr(audit, "seal")
     until, lags = asyncio.Event(), []
-    sealer = asyncio.create_task(_sealer(url, role, until, lags)) if sealing else None
-    latencies: list[float] = []
+    sealer = asyncio.create_task(_sealer(url, role, until, lags)) if hasattr(audit, "seal") else None
+    by_window: dict[int, list[float]] = {}
     for here in pipes:
-        latencies.extend(await asyncio.to_thread(here.recv))
+        for k, values in (await asyncio.to_thread(here.recv)).items():
+            by_window.setdefault(k, []).extend(values)
     for proc in procs:
         proc.join()
     writers_done = time.time()
-    result: dict[str, Any] = {
-        "writes": len(latencies),
-        "writes_per_s": round(len(latencies) / (args.seconds - WARM_UP), 1),
-        "p50_ms": round((percentile(latencies, 50) or 0) * 1000, 2),
-        "p99_ms": round((percentile(latencies, 99) or 0) * 1000, 2),
+    kinds = {
+        kind: [x for k, v in by_window.items() if k % 2 == odd for x in v]
+        for kind, odd in (("bare", 0), ("audited", 1))
     }
+    seconds = windows // 2 * args.slice
+    result: dict[str, Any] = {kind: _figures(v, seconds) for kind, v in kinds.items()}
+    pairs = [
+        len(by_window.get(k + 1, [])) / len(by_window[k]) for k in range(0, windows, 2) if by_window.get(k)
+    ]
+    result["ratio_per_pair"] = {
+        "min": round(min(pairs), 3), "median": round(statistics.median(pairs), 3), "max": round(max(pairs), 3)
+    }  # fmt: skip
     if sealer is not None:
         until.set()
         await sealer
@@ -182,9 +207,7 @@ async def bench(server_url: str, args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await conn.close()
         role = await db.app_role(url)
-        bare_before = await _phase(url, role, args, audited=False, tag=1)
-        audited = await _phase(url, role, args, audited=True, tag=2)
-        bare_after = await _phase(url, role, args, audited=False, tag=3)
+        run = await _run(url, role, args)
         conn = await db.connect(url)
         try:
             began = time.time()
@@ -195,7 +218,7 @@ async def bench(server_url: str, args: argparse.Namespace) -> dict[str, Any]:
             await conn.close()
     finally:
         await _database(server_url, name, "DROP DATABASE {name} WITH (FORCE)")
-    bare = (bare_before["writes_per_s"] + bare_after["writes_per_s"]) / 2
+    bare, audited = run["bare"]["writes_per_s"], run["audited"]["writes_per_s"]
     return {
         "bench": "audit_writes",
         "at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -206,11 +229,9 @@ async def bench(server_url: str, args: argparse.Namespace) -> dict[str, Any]:
         "connections": args.connections,
         "procs": args.procs,
         "seconds": args.seconds,
-        "bare_before": bare_before,
-        "audited": audited,
-        "bare_after": bare_after,
-        "bare_writes_per_s": round(bare, 1),
-        "ratio": round(audited["writes_per_s"] / bare, 3) if bare else None,
+        "slice_s": args.slice,
+        **run,
+        "ratio": round(audited / bare, 3) if bare else None,
         "verify": {
             "rows": rows,
             "checked": checked,
@@ -218,7 +239,7 @@ async def bench(server_url: str, args: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(verify_s, 2),
         },
         "exact": broken is None and checked == rows,
-        "met": audited["writes_per_s"] >= 1000 and broken is None and checked == rows,
+        "met": audited >= 1000 and broken is None and checked == rows,
     }
 
 
@@ -239,7 +260,8 @@ def main() -> None:
     parser.add_argument("--database-url", help="a server to use instead of the embedded one")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--procs", type=int, default=2, help="client processes sharing the connections")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds of each kind of write in all")
+    parser.add_argument("--slice", type=float, default=1.0, help="length of one window (bare, audited, ...)")
     parser.add_argument("--label", default="", help="a name for the code under test (main, branch)")
     args = parser.parse_args()
     with ExitStack() as stack:
