@@ -43,7 +43,7 @@ from merchant_code import db
 
 SEAL_KEY = 0x6D63_6173  # 'mcas': one sealer per database at a time
 SEAL_BATCH = 5000
-SEAL_SECONDS = 1  # the sealing lag: how long a committed row waits to be chained, at most
+SEAL_SECONDS = 1  # the seal job's interval: about how long a committed row waits to be chained
 
 
 class Event(msgspec.Struct, frozen=True):
