@@ -9,12 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import asyncpg
 import pytest
 
 from merchant_code import audit, db, migrate, qr
 from merchant_code import audit_checkpoints as checkpoints
+from merchant_code.scheduler import registered_jobs
 from merchant_code.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,12 +184,10 @@ async def test_a_sealer_killed_mid_seal_leaves_the_chain_verifiable_and_the_next
         assert await audit.seal_batch(victim) == 30  # chained, not committed yet
         # another instance's sealer meanwhile finds the lock taken: it neither waits nor forks
         assert await audit.seal(conn) == 0
-        await conn.execute("SELECT pg_terminate_backend($1)", pid)
-        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
-            await seal.commit()
+        await conn.execute("SELECT pg_terminate_backend($1)", pid)  # before its commit
+        await _gone(conn, pid)
     finally:
         victim.terminate()
-    await _gone(conn, pid)
     assert await audit.verify(conn) == (20, None)  # what was sealed before still holds
     assert (await audit.pending(conn)).count == 30  # the cut seal left nothing half-done
     assert await audit.seal(conn) == 30
@@ -288,3 +288,19 @@ async def test_a_chain_and_checkpoints_from_before_sealing_still_hold_and_new_ro
         assert old is not None
     finally:
         await conn.close()
+
+
+async def test_the_scheduled_seal_job_chains_what_committed_under_the_services_own_role(db_url: str) -> None:
+    pool = await db.create_pool(db_url, role=await db.app_role(db_url))
+    try:
+        job = next(j for j in registered_jobs() if j.id == "audit-seal")
+        assert job.seconds == audit.SEAL_SECONDS and job.at_start
+        async with db.acquire(pool) as conn:
+            await _writes(conn, 3)
+        await job.func(SimpleNamespace(pool=pool))
+        async with db.acquire(pool) as conn:
+            assert await conn.fetchval("SELECT current_user") == "merchant_code_app"
+            assert await audit.pending(conn) == audit.Pending(0, None)
+            assert await audit.verify(conn) == (3, None)
+    finally:
+        await pool.close()
