@@ -1,8 +1,10 @@
 """Signed checkpoints of the audit chain's head: what makes a cut tail visible.
 
 The hash chain finds a row edited, inserted or removed in the middle, but rows cut off the end
-leave a shorter chain that is still intact. So the service signs the head (its row id and hash)
-every few minutes with the sticker key (Ed25519, `qr`), into `audit_checkpoint`, and the
+leave a shorter chain that is still intact. So the service signs the sealed head (its row id, its
+place in the chain, seal_seq, and its hash; checkpoints from before sealing have no place, which
+was then the id) every few minutes with the sticker key (Ed25519, `qr`), into `audit_checkpoint`,
+and the
 checkpoints can be exported to a file kept elsewhere. `verify` then asks of every checkpoint
 whose signature holds that its head row is still in the chain with the hash it had.
 
@@ -62,7 +64,7 @@ class Export(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Report(msgspec.Struct, frozen=True):
     checked: int  # chain rows recomputed (sealed ones)
-    unsealed: int  # rows not chained yet: written since the last seal, or still in flight
+    unsealed: int  # committed rows not chained yet (written since the last seal)
     oldest_unsealed: datetime.datetime | None  # when the oldest of those was written
     checkpoints: int  # checkpoints whose signature holds and whose head is in the chain
     skipped: int  # checkpoints signed by a key revoked since (not relied on)
