@@ -4,8 +4,7 @@ The hash chain finds a row edited, inserted or removed in the middle, but rows c
 leave a shorter chain that is still intact. So the service signs the sealed head (its row id, its
 place in the chain, seal_seq, and its hash; checkpoints from before sealing have no place, which
 was then the id) every few minutes with the sticker key (Ed25519, `qr`), into `audit_checkpoint`,
-and the
-checkpoints can be exported to a file kept elsewhere. `verify` then asks of every checkpoint
+and the checkpoints can be exported to a file kept elsewhere. `verify` then asks of every checkpoint
 whose signature holds that its head row is still in the chain with the hash it had.
 
 Who is stopped: the web processes' role (`merchant_code_app`) may neither change nor delete
