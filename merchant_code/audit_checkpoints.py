@@ -1,9 +1,10 @@
 """Signed checkpoints of the audit chain's head: what makes a cut tail visible.
 
 The hash chain finds a row edited, inserted or removed in the middle, but rows cut off the end
-leave a shorter chain that is still intact. So the service signs the head (its row id and hash)
-every few minutes with the sticker key (Ed25519, `qr`), into `audit_checkpoint`, and the
-checkpoints can be exported to a file kept elsewhere. `verify` then asks of every checkpoint
+leave a shorter chain that is still intact. So the service signs the sealed head (its row id, its
+place in the chain, seal_seq, and its hash; checkpoints from before sealing have no place, which
+was then the id) every few minutes with the sticker key (Ed25519, `qr`), into `audit_checkpoint`,
+and the checkpoints can be exported to a file kept elsewhere. `verify` then asks of every checkpoint
 whose signature holds that its head row is still in the chain with the hash it had.
 
 Who is stopped: the web processes' role (`merchant_code_app`) may neither change nor delete
@@ -31,7 +32,8 @@ from merchant_code import audit, db, qr
 from merchant_code.errors import InvalidInput
 from merchant_code.settings import Settings
 
-DOMAIN = "merchant-code-audit/1"
+DOMAIN = "merchant-code-audit/1"  # checkpoints from before sealing: the head's place was its id
+DOMAIN_SEALED = "merchant-code-audit/2"  # the head's place in the chain (seal_seq) is signed too
 FORMAT: Literal["merchant-code-audit-checkpoints/1"] = "merchant-code-audit-checkpoints/1"
 CHECKPOINT_SECONDS = 300
 
@@ -43,6 +45,11 @@ class Checkpoint(msgspec.Struct, frozen=True):
     head_hash: bytes
     kid: str
     signature: bytes
+    head_seq: int | None = None  # None: signed before sealing, when the place was head_id
+
+    @property
+    def place(self) -> int:
+        return self.head_id if self.head_seq is None else self.head_seq
 
 
 class Export(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -55,34 +62,42 @@ class Export(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Report(msgspec.Struct, frozen=True):
-    checked: int  # chain rows recomputed
+    checked: int  # chain rows recomputed (sealed ones)
+    unsealed: int  # committed rows not chained yet (written since the last seal)
+    oldest_unsealed: datetime.datetime | None  # when the oldest of those was written
     checkpoints: int  # checkpoints whose signature holds and whose head is in the chain
     skipped: int  # checkpoints signed by a key revoked since (not relied on)
     problems: list[str]  # empty: intact
 
 
-def message(at: datetime.datetime, head_id: int, head_hash: bytes, kid: str) -> bytes:
+def message(
+    at: datetime.datetime, head_id: int, head_hash: bytes, kid: str, head_seq: int | None = None
+) -> bytes:
     when = at.astimezone(datetime.UTC).isoformat(timespec="microseconds")
-    return f"{DOMAIN}\n{head_id}\n{head_hash.hex()}\n{when}\n{kid}".encode("ascii")
+    if head_seq is None:
+        return f"{DOMAIN}\n{head_id}\n{head_hash.hex()}\n{when}\n{kid}".encode("ascii")
+    return f"{DOMAIN_SEALED}\n{head_id}\n{head_seq}\n{head_hash.hex()}\n{when}\n{kid}".encode("ascii")
 
 
 async def make(
     conn: asyncpg.Connection, settings: Settings, now: datetime.datetime | None = None
 ) -> Checkpoint | None:
-    """Sign the chain's head; None when the chain is empty or its head is signed already."""
+    """Seal what has committed, then sign the chain's head; None when nothing is sealed or the
+    head is signed already."""
+    await audit.seal(conn)
     key = await qr.ensure_signing_key(conn, settings)
     head = await db.queries.get_audit_head(conn)
     if head is None:
         return None
     at = now or datetime.datetime.now(datetime.UTC)
-    head_hash = bytes(head["hash"])
-    signature = key.private.sign(message(at, head["id"], head_hash, key.kid))
+    head_id, head_seq, head_hash = head["id"], head["seal_seq"], bytes(head["hash"])
+    signature = key.private.sign(message(at, head_id, head_hash, key.kid, head_seq))
     new_id = await db.queries.create_audit_checkpoint(
-        conn, at=at, head_id=head["id"], head_hash=head_hash, kid=key.kid, signature=signature
+        conn, at=at, head_id=head_id, head_seq=head_seq, head_hash=head_hash, kid=key.kid, signature=signature
     )
     if new_id is None:
         return None
-    return Checkpoint(new_id, at, head["id"], head_hash, key.kid, signature)
+    return Checkpoint(new_id, at, head_id, head_hash, key.kid, signature, head_seq)
 
 
 async def checkpoint_job(state: Any) -> None:
@@ -114,8 +129,10 @@ def parse_export(data: bytes) -> Export:
 
 
 async def verify(conn: asyncpg.Connection, exported: Export | None = None) -> Report:
-    """Recompute the chain, then hold it to every checkpoint: the database's, checked with the
-    database's keys, and an export's, checked with the keys it carries."""
+    """Recompute the sealed chain, then hold it to every checkpoint: the database's, checked with
+    the database's keys, and an export's, checked with the keys it carries. Rows not sealed yet
+    are counted, not judged."""
+    pending = await audit.pending(conn)
     own = await stored(conn)
     sources = [("checkpoint", own, qr.KeySet.from_document(await qr.keyset_document(conn)))]
     if exported is not None:
@@ -135,7 +152,14 @@ async def verify(conn: asyncpg.Connection, exported: Export | None = None) -> Re
         problems.extend(found)
     if exported is not None:
         problems.extend(_missing(own, exported.checkpoints))
-    return Report(checked=walked.checked, checkpoints=good, skipped=skipped, problems=problems)
+    return Report(
+        checked=walked.checked,
+        unsealed=pending.count,
+        oldest_unsealed=pending.oldest,
+        checkpoints=good,
+        skipped=skipped,
+        problems=problems,
+    )
 
 
 def _hold(
@@ -155,13 +179,13 @@ def _hold(
             skipped += 1
             continue
         try:
-            public.verify(c.signature, message(c.at, c.head_id, c.head_hash, c.kid))
+            public.verify(c.signature, message(c.at, c.head_id, c.head_hash, c.kid, c.head_seq))
         except (InvalidSignature, ValueError):
             problems.append(f"{label} {c.id} does not verify: its signature was not made by key {c.kid}")
             continue
         if walked.hashes.get(c.head_id) == c.head_hash:
             held += 1
-        elif walked.broken is None and (walked.last_id or 0) < c.head_id:
+        elif walked.broken is None and walked.last_seq < c.place:
             beyond.append(c)
         elif walked.broken is None:
             problems.append(
@@ -169,7 +193,7 @@ def _hold(
                 " that hash: the history before it was rewritten"
             )
     if beyond:
-        worst = max(beyond, key=lambda c: c.head_id)
+        worst = max(beyond, key=lambda c: c.place)
         end = walked.last_id or 0
         problems.append(
             f"audit chain truncated: chain ends at row {end} but {label} {worst.id} signed head row"

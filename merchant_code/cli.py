@@ -162,10 +162,14 @@ def _audit_parser(sub: Any) -> None:
     audit = sub.add_parser("audit", help="check the audit trail; sign and export checkpoints of its head")
     audit_sub = audit.add_subparsers(dest="action", required=True)
     verify = audit_sub.add_parser(
-        "verify", help="recompute the hash chain, hold it to every signed checkpoint; exit 1 naming a break"
+        "verify",
+        help="seal what has committed, recompute the hash chain, hold it to every signed checkpoint;"
+        " exit 1 naming a break",
     )
     verify.add_argument("--checkpoints", metavar="FILE", help="also hold it to an exported checkpoint file")
-    audit_sub.add_parser("checkpoint", help="sign the chain's head now (the service does it every 5 minutes)")
+    audit_sub.add_parser(
+        "checkpoint", help="seal, then sign the chain's head now (the service does it every 5 minutes)"
+    )
     export = audit_sub.add_parser(
         "export-checkpoints", help="write every checkpoint and the keys that signed them, to keep elsewhere"
     )

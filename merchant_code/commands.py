@@ -325,7 +325,13 @@ def audit_verify(url: str, exported_file: str | None = None) -> None:
     from merchant_code import audit_checkpoints as checkpoints
 
     exported = checkpoints.parse_export(_read_in(exported_file)) if exported_file else None
-    report = asyncio.run(_with_conn(url, lambda conn: checkpoints.verify(conn, exported)))
+
+    async def sealed_then_verified(conn: Any) -> checkpoints.Report:
+        # what the service's sealer would do within a second; with no service running, only this
+        await audit.seal(conn)
+        return await checkpoints.verify(conn, exported)
+
+    report = asyncio.run(_with_conn(url, sealed_then_verified))
     if report.problems:
         raise DomainError("\n".join(report.problems))
     skipped = f" ({report.skipped} signed by a revoked key not relied on)" if report.skipped else ""
@@ -333,6 +339,9 @@ def audit_verify(url: str, exported_file: str | None = None) -> None:
         f"audit chain intact: {report.checked} events;"
         f" {report.checkpoints} signed checkpoint(s) hold{skipped}"
     )
+    if report.unsealed and report.oldest_unsealed is not None:
+        age = (datetime.datetime.now(datetime.UTC) - report.oldest_unsealed).total_seconds()
+        print(f"{report.unsealed} event(s) not sealed yet (in flight): the oldest written {age:.1f} s ago")
 
 
 def backup(url: str, args: argparse.Namespace) -> None:

@@ -28,7 +28,7 @@ class Job(msgspec.Struct, frozen=True):
 
 def registered_jobs() -> list[Job]:
     """Every periodic job; the issues that add feeds, pushes and cases add theirs here."""
-    from merchant_code import audit_checkpoints, auth, cases, exports, policies, profiles
+    from merchant_code import audit, audit_checkpoints, auth, cases, exports, policies, profiles
     from merchant_code.feeds import quality_cases
 
     return [
@@ -40,6 +40,8 @@ def registered_jobs() -> list[Job]:
         Job(id="exports-run", func=exports.run_job, seconds=10),
         # each feed source's data-quality report; a failing one raises a case for its owner
         Job(id="feeds-quality", func=quality_cases.quality_job, seconds=quality_cases.JOB_SECONDS),
+        # chains the audit rows committed since the last seal (one sealer at a time: audit)
+        Job(id="audit-seal", func=audit.seal_job, seconds=audit.SEAL_SECONDS, at_start=True),
         # signed heads of the audit chain: a tail cut after one is found (audit_checkpoints)
         Job(
             id="audit-checkpoint",

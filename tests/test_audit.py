@@ -58,6 +58,8 @@ async def test_writes_are_audited_with_actor_and_request_id(
     assert await conn.fetchval("SELECT count(*) FROM profile_dirty WHERE shop_id = $1", world.shop_a_id) == 1
     logins = await conn.fetchval("SELECT count(*) FROM audit_event WHERE action = 'login'")
     assert logins == len(world.tokens)
+    assert await audit.verify(conn) == (0, None)  # written, not chained yet: the sealer does that
+    assert await audit.seal(conn) == logins + 1
     assert await audit.verify(conn) == (logins + 1, None)
 
 
@@ -65,6 +67,7 @@ async def test_the_admin_pages_through_the_trail_by_chain_hash_never_by_row_numb
     client: AsyncTestClient[Any], conn: asyncpg.Connection
 ) -> None:
     world = await w.build(conn, client)  # its logins are audited
+    await audit.seal(conn)  # a row is named by its chain hash once the sealer has chained it
     admin = world.headers("admin")
     pages, before = [], ""
     while True:
@@ -74,7 +77,7 @@ async def test_the_admin_pages_through_the_trail_by_chain_hash_never_by_row_numb
             break
         before = f"&before={page['next']}"
     ids = [i for p in pages for i in p]
-    stored = await conn.fetch("SELECT encode(hash, 'hex') AS h FROM audit_event ORDER BY id DESC")
+    stored = await conn.fetch("SELECT encode(hash, 'hex') AS h FROM audit_event ORDER BY seal_seq DESC")
     assert ids == [r["h"] for r in stored] and len(ids) >= 7 and len(pages) >= 3
     row = await conn.fetchval("SELECT max(id) FROM audit_event")
     refused = await client.get(f"/api/v1/audit?before={row}", headers=admin)
@@ -91,6 +94,7 @@ async def test_concurrent_writers_keep_one_unbroken_chain(db_url: str) -> None:
 
         await asyncio.gather(*(write(n) for n in range(40)))
         async with db.acquire(pool) as conn:
+            assert await audit.seal(conn) == 40
             assert await audit.verify(conn) == (40, None)
     finally:
         await pool.close()
@@ -104,6 +108,7 @@ async def test_one_changed_row_breaks_the_chain_at_that_row(
         for n in range(5):
             await audit.append(conn, actor=None, action="shop.update", object_type="shop", object_id=f"S{n}",
                                detail={"changed": {"phone": "021-6000000" + str(n)}})  # fmt: skip
+    await audit.seal(conn)
     target = await conn.fetchval("SELECT id FROM audit_event ORDER BY id OFFSET 2 LIMIT 1")
     # only a superuser who first switches the guard off can do this at all
     await conn.execute("ALTER TABLE audit_event DISABLE TRIGGER audit_event_append_only")
@@ -148,6 +153,18 @@ async def test_the_application_role_cannot_change_or_delete_audit_rows(
                     await app_conn.execute(sql)
             async with app_conn.transaction():  # and appending is what it may do
                 await audit.append(app_conn, actor=None, action="test", object_type="n")
+            assert await audit.seal(app_conn) == 2  # and sealing: setting a row's seal, once
+            for sql in (
+                "UPDATE audit_event SET hash = sha256(hash)",  # a sealed row's seal
+                "UPDATE audit_event SET seal_seq = NULL, prev_hash = NULL, hash = NULL",
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                    await app_conn.execute(sql)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):  # nor a seal of its own making
+                await app_conn.execute(
+                    "INSERT INTO audit_event (action, object_type, seal_seq, hash)"
+                    " VALUES ('x', 'n', 99, '\\x00')"
+                )
     finally:
         await pool.close()
     granted = await conn.fetchval(
@@ -194,6 +211,7 @@ async def test_account_commands_create_reset_and_disable(db_url: str, conn: asyn
     assert disabled.returncode == 0
     assert await conn.fetchval("SELECT disabled_at IS NOT NULL FROM account WHERE login = 'wang'")
 
+    assert await audit.seal(conn) == 4  # no service runs to seal what the commands wrote
     actions = [r["action"] async for r in db.queries.list_audit_chain(conn, after=0, batch=100)]
     assert actions == ["account.create", "account.create", "account.reset-password", "account.disable"]
     verified = await asyncio.to_thread(_cli, db_url, "audit", "verify")

@@ -243,7 +243,7 @@ EXEMPT_COMMANDS: dict[tuple[str, ...], str] = {
     " as the intake's are",
     ("channels", "list"): "reads",
     ("open311", "key", "list"): "reads",
-    ("audit", "verify"): "reads",
+    ("audit", "verify"): "reads, after sealing what has committed (the chain itself, not a change)",
     ("audit", "export-checkpoints"): "reads the checkpoints into a file",
     ("audit", "checkpoint"): "signs the chain's head into audit_checkpoint, itself append-only and"
     " signed; an audit row would move the head it signs",
