@@ -48,13 +48,35 @@ async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float, what:
     await waiting.until(check, seconds, what)
 
 
+class Service:
+    """A running `merchant-code serve`: its base URL, its process and what it logged."""
+
+    def __init__(self, base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.base = base
+        self.proc = proc
+        self.log = log
+
+    def logged(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
 @asynccontextmanager
 async def running(db_url: str, **settings: str) -> AsyncIterator[str]:
     """`merchant-code serve` with these settings (MERCHANT_CODE_ names, lower case, without the
     prefix); yields its base URL and stops it (SIGTERM, then kill) afterwards."""
+    async with serving(db_url, **settings) as service:
+        yield service.base
+
+
+@asynccontextmanager
+async def serving(db_url: str, **settings: str) -> AsyncIterator[Service]:
+    """`running`, for a test that also needs the process (its workers) and its log."""
     port = free_port()
-    with tempfile.TemporaryDirectory() as data, tempfile.TemporaryFile("w+") as log:
+    with tempfile.TemporaryDirectory() as data, tempfile.TemporaryDirectory() as logs:
         env = _env(db_url, port, {"data_dir": data, **settings})
+        log_path = Path(logs) / "serve.log"
+        # appended to by the server's processes, read by the test whenever it likes
+        log = log_path.open("a")
         proc = subprocess.Popen(  # noqa: ASYNC220  (started once; the test then waits on HTTP)
             [sys.executable, "-m", "merchant_code", "serve"],
             env=env,
@@ -63,21 +85,21 @@ async def running(db_url: str, **settings: str) -> AsyncIterator[str]:
             cwd=ROOT,
             start_new_session=True,
         )
-        base = f"http://127.0.0.1:{port}"
+        log.close()  # the server has its own copy
+        service = Service(f"http://127.0.0.1:{port}", proc, log_path)
 
         async def ready() -> bool:
             if proc.poll() is not None:
-                log.seek(0)
-                raise AssertionError(f"serve exited {proc.returncode}:\n{log.read()}")
+                raise AssertionError(f"serve exited {proc.returncode}:\n{service.logged()}")
             try:
                 async with httpx.AsyncClient(timeout=2) as client:
-                    return (await client.get(f"{base}/readyz")).status_code == 200
+                    return (await client.get(f"{service.base}/readyz")).status_code == 200
             except httpx.TransportError:
                 return False
 
         try:
             await wait_until(ready, 120, "the server to be ready")
-            yield base
+            yield service
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
