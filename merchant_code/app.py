@@ -274,6 +274,7 @@ def create_app(settings: Settings, shared_limits: mmap.mmap | None = None) -> Li
     quiet_scheduler(settings.log_level)
     # one line per feed request is noise; the feed runner logs each run instead
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("merchant_code").level))
+    db_health.quiet_pool_floor()  # the database's outage in one line, not a traceback per reconnect
     app = Litestar(
         route_handlers=ROUTES,
         lifespan=[lifespan],

@@ -17,7 +17,7 @@ import msgspec
 from litestar.datastructures import State
 
 from merchant_code import db_health
-from merchant_code.errors import Busy, StartupError, Unavailable
+from merchant_code.errors import Busy, StartupError, Unreachable
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
@@ -175,14 +175,21 @@ class _Acquire:
             raise RuntimeError("this request already holds a connection of this pool: use it")
         if db_health.state.down:
             # known unreachable (the scan cache's poller tells when it is back): no connect attempt
-            raise Unavailable("the database is unreachable; try again in a moment", retry_after=2)
+            raise Unreachable(db_health.UNREACHABLE, retry_after=db_health.RETRY_AFTER)
         try:
             # a timer, not asyncpg's own timeout (a task for each acquire on Python 3.11); a
             # cancelled acquire gives its connection back to the pool
             async with asyncio.timeout(self.timeout):
                 self.conn = await self.pool.acquire()
         except TimeoutError:
+            # no connection came free in time, or a connect took CONNECT_SECONDS: a slow database
+            # is not yet a lost one (the watermark's run of timed-out polls says when it is)
             raise Busy("the service is busy; try again in a moment", retry_after=BUSY_RETRY_AFTER) from None
+        except db_health.LOST as exc:
+            # the pool's connect failed (refused, no socket, the server shutting down): the same
+            # 503 as once the state is known, never a 500
+            db_health.state.lost(exc)
+            raise Unreachable(db_health.UNREACHABLE, retry_after=db_health.RETRY_AFTER) from None
         # the pool hands out a proxy with every Connection method; callers type it as one
         return cast(asyncpg.Connection, self.conn)
 

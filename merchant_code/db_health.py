@@ -20,6 +20,10 @@ import asyncpg
 
 log = logging.getLogger("merchant_code.db_health")
 
+# what a request that needs the database is told while it is unreachable (503), and when to retry
+UNREACHABLE = "the database is unreachable; try again in a moment"
+RETRY_AFTER = 2
+
 # what a dead or unreachable server raises: refused or reset sockets, connect timeouts, a
 # connection closed under a query, the server shutting down
 LOST: tuple[type[BaseException], ...] = (
@@ -27,6 +31,14 @@ LOST: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+# what a statement raises when its connection is lost under it (the server stopped or crashed, the
+# socket reset): a request then gets 503, as one that could not connect at all, not a 500
+LOST_UNDER_QUERY: tuple[type[Exception], ...] = (
+    asyncpg.ConnectionDoesNotExistError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
@@ -79,6 +91,30 @@ def reset() -> None:
     """A new app in this process (tests) starts from "reachable"."""
     global state
     state = Health()
+
+
+class PoolFloor(logging.Filter):
+    """asyncpg's pools (0.32 on) reconnect in the background to keep `min_size` connections, and
+    log a warning with a traceback at each failed try (five pools per worker, again and again
+    while the server is down). A try that failed because the server cannot be reached says what
+    this module says in one line: it flips the state instead of being logged; any other failure
+    (a refused login, say) is logged as asyncpg logs it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not record.getMessage().startswith("Failed to restore"):
+            return True
+        if is_lost(exc):
+            state.lost(exc)
+            return False
+        # a connect that timed out: said once the watermark's polls time out too, not before
+        return not (isinstance(exc, TimeoutError) and state.down)
+
+
+def quiet_pool_floor() -> None:
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, PoolFloor) for f in pool_log.filters):
+        pool_log.addFilter(PoolFloor())
 
 
 def guarded(func: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:

@@ -17,6 +17,8 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
+from merchant_code import db_health
+
 log = logging.getLogger("merchant_code")
 
 PROBLEM_TYPE = "https://merchant-code.org/problems/"
@@ -96,6 +98,10 @@ class Unavailable(DomainError):
     status = 503
     slug = "unavailable"
     title = "Service unavailable"
+
+
+class Unreachable(Unavailable):
+    """The database cannot be reached (known to be down, or a connect that just failed)."""
 
 
 class Busy(Unavailable):
@@ -233,6 +239,11 @@ def _statement_timeout(request: Request[Any, Any, Any], exc: Exception) -> Respo
     return domain_problem(request, busy)
 
 
+def _database_lost(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    db_health.state.lost(exc)
+    return domain_problem(request, Unreachable(db_health.UNREACHABLE, retry_after=db_health.RETRY_AFTER))
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     problem = Problem(
@@ -250,5 +261,6 @@ problem_handlers: ExceptionHandlersMap = {
     HTTPException: _http,
     **dict.fromkeys(UNSTORABLE_TEXT, _unstorable),
     asyncpg.QueryCanceledError: _statement_timeout,
+    **dict.fromkeys(db_health.LOST_UNDER_QUERY, _database_lost),
     Exception: _unexpected,
 }

@@ -27,7 +27,7 @@ from litestar.types import Scope, Send
 
 from merchant_code import access, audit, auth, db, db_health, genuine, masking, rendering
 from merchant_code.codes import parse_shop_code
-from merchant_code.errors import DomainError, InvalidInput, NotFound
+from merchant_code.errors import DomainError, InvalidInput, NotFound, Unreachable
 from merchant_code.profile_cache import Entry, Kind
 from merchant_code.routes.auth import english, is_english
 from merchant_code.views import CitizenShop, InspectorShop, MerchantShop, risk_reasons
@@ -158,7 +158,8 @@ async def citizen_scan(state: Any, code: str, kind: Kind, sent: genuine.Claim) -
     unreachable, the last answer known with its "as of" time, or 503 at once (NotFound: no
     shop)."""
     cache = state.profile_cache
-    got = cache.cached(code, kind, sent.kid)
+    # once this worker knows the database is down, even an answer confirmed a moment ago says so
+    got = None if db_health.state.down else cache.cached(code, kind, sent.kid)
     as_of = None
     if got is None:
         if not db_health.state.down:
@@ -168,6 +169,8 @@ async def citizen_scan(state: Any, code: str, kind: Kind, sent: genuine.Claim) -
             except db_health.LOST as exc:
                 if db_health.is_lost(exc):
                     db_health.state.lost(exc)
+            except Unreachable:
+                pass  # the connect failed: acquire has set the state
         if got is None:
             got, as_of = cache.stale(code, kind, sent.kid), cache.as_of
     entry, key = got
