@@ -388,6 +388,7 @@ async def every_answer_while_down(
         refused = await timed(method, path, headers=JSON, json=body)
         assert refused.status_code == 503 and int(refused.headers["retry-after"]) > 0, (path, refused.text)
         assert "unreachable" in refused.json()["detail"], refused.text
+    assert (await timed("GET", "/healthz")).status_code == 200  # the process itself is fine
     ready = await timed("GET", "/readyz")
     assert ready.status_code == 503 and "retry-after" in ready.headers
     assert "degraded: database unreachable" in ready.json()["detail"], ready.text
