@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -20,11 +21,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
 import httpx
 import psutil
 import pytest
 
-from merchant_code import db, embedded, migrate, profiles
+from merchant_code import db, db_health, embedded, migrate, profiles
 from merchant_code.codes import new_shop_code
 from tests import factories, waiting
 from tests.service import Service, serving
@@ -392,3 +394,33 @@ async def every_answer_while_down(
     ready = await timed("GET", "/readyz")
     assert ready.status_code == 503 and "retry-after" in ready.headers
     assert "degraded: database unreachable" in ready.json()["detail"], ready.text
+
+
+def test_a_pool_that_cannot_restore_its_connections_says_so_in_one_line_not_tracebacks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    db_health.quiet_pool_floor()
+    pool_log = logging.getLogger("asyncpg.pool")
+    db_health.reset()
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(5):  # asyncpg retries, each pool of each worker
+                try:
+                    raise ConnectionRefusedError(111, "Connect call failed")
+                except ConnectionRefusedError:
+                    pool_log.warning("Failed to restore the pool connection floor; retrying", exc_info=True)
+            assert db_health.state.down
+            try:
+                raise asyncpg.InvalidPasswordError('password authentication failed for user "app"')
+            except asyncpg.InvalidPasswordError:
+                pool_log.warning("Failed to restore the pool connection floor; retrying", exc_info=True)
+    finally:
+        db_health.reset()
+    said = [(r.name, r.getMessage()) for r in caplog.records]
+    assert said == [
+        (
+            "merchant_code.db_health",
+            "database unreachable: ConnectionRefusedError: [Errno 111] Connect call failed",
+        ),
+        ("asyncpg.pool", "Failed to restore the pool connection floor; retrying"),  # not an outage: shown
+    ], said
