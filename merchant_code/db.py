@@ -196,6 +196,9 @@ class _Acquire:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if isinstance(exc, db_health.LOST_UNDER_QUERY):
+            # broken (the server went away under it): never handed to the next request
+            self.conn.terminate()
         await self.pool.release(self.conn)
 
 

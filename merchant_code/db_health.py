@@ -24,25 +24,21 @@ log = logging.getLogger("merchant_code.db_health")
 UNREACHABLE = "the database is unreachable; try again in a moment"
 RETRY_AFTER = 2
 
-# what a dead or unreachable server raises: refused or reset sockets, connect timeouts, a
-# connection closed under a query, the server shutting down
-LOST: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-)
 # what a statement raises when its connection is lost under it (the server stopped or crashed, the
-# socket reset): a request then gets 503, as one that could not connect at all, not a 500
+# socket reset): a request then gets 503, as one that could not connect at all, not a 500.
+# InternalClientError: a server shutting down sends every idle connection a FATAL error before it
+# closes the socket; a connection handed out in between fails its first statement with "cannot
+# switch to state 15; another operation (2) is in progress" (tests/test_outage.py found it)
 LOST_UNDER_QUERY: tuple[type[Exception], ...] = (
     asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
+# what a dead or unreachable server raises: refused or reset sockets, connect timeouts, a closed
+# connection used, and the above
+LOST: tuple[type[BaseException], ...] = (OSError, TimeoutError, asyncpg.InterfaceError, *LOST_UNDER_QUERY)
 
 
 class Health:

@@ -40,7 +40,8 @@ async def readyz(state: State) -> Ready:
         async with asyncio.timeout(3), db.acquire(state.scan_pool, 3) as conn:
             done = await migrate.applied(conn)
     except (OSError, TimeoutError, Exception) as exc:
-        raise Unavailable(f"database unreachable: {type(exc).__name__}") from None
+        unreachable = f"database unreachable: {type(exc).__name__}"
+        raise Unavailable(unreachable, retry_after=db_health.RETRY_AFTER) from None
     files = state.migrations
     if issues := migrate.problems(files, done) or [
         f"{m.name} is not applied" for m in migrate.pending(files, done)
