@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import socket
 from collections.abc import AsyncIterator
@@ -197,8 +198,10 @@ class _Acquire:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if isinstance(exc, db_health.LOST_UNDER_QUERY):
-            # broken (the server went away under it): never handed to the next request
-            self.conn.terminate()
+            # broken (the server went away under it): never handed to the next request (unless
+            # the pool, having seen it close, took it back already)
+            with contextlib.suppress(asyncpg.InterfaceError):
+                self.conn.terminate()
         await self.pool.release(self.conn)
 
 
@@ -222,11 +225,22 @@ async def provide_search_db(state: State) -> AsyncIterator[asyncpg.Connection]:
 @asynccontextmanager
 async def _transaction(pool: asyncpg.Pool, timeout: float) -> AsyncIterator[asyncpg.Connection]:
     held = _held.get()
-    async with acquire(pool, timeout) as conn, conn.transaction():
+    async with acquire(pool, timeout) as conn:
+        transaction = conn.transaction()
+        await transaction.start()
         if held is not None:
             held.add(id(pool))
         try:
             yield conn
+        except BaseException:
+            # a connection the server dropped under the request has nothing to roll back (the pool
+            # has taken it back already): the request's own error (503) goes on, not "the
+            # underlying connection is closed" (500)
+            with contextlib.suppress(asyncpg.InterfaceError, *db_health.LOST_UNDER_QUERY):
+                await transaction.rollback()
+            raise
+        else:
+            await transaction.commit()
         finally:
             if held is not None:
                 held.discard(id(pool))

@@ -25,13 +25,14 @@ import asyncpg
 import httpx
 import psutil
 import pytest
+from litestar.testing import AsyncTestClient
 
 from merchant_code import db, db_health, embedded, migrate, profiles
 from merchant_code.codes import new_shop_code
+from merchant_code.settings import Settings
 from tests import factories, waiting
 from tests.service import Service, serving
-
-pytestmark = pytest.mark.slow
+from tests.watermark import caught_up
 
 WORKERS = 2
 # a request still unanswered after this long is a hang
@@ -260,6 +261,7 @@ def lines(log: str, words: str) -> int:
     return sum(words in line for line in log.splitlines())
 
 
+@pytest.mark.slow
 async def test_postgresql_stopped_under_load_and_started_again(own_postgres: Postgres) -> None:
     warm, cold = await seeded(own_postgres.url)
     async with serving(own_postgres.url, workers=str(WORKERS)) as service:
@@ -424,3 +426,44 @@ def test_a_pool_that_cannot_restore_its_connections_says_so_in_one_line_not_trac
         ),
         ("asyncpg.pool", "Failed to restore the pool connection floor; retrying"),  # not an outage: shown
     ], said
+
+
+async def test_a_request_whose_connection_is_cut_under_its_statement_is_told_to_retry(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, db_url: str, settings: Settings
+) -> None:
+    track = "/track/CS-20261205-0001"
+    # what a server shutting down does to every backend, here to the one of the request (waiting
+    # on the test's lock), from the server's side: the test client blocks this event loop
+    polls = round(waiting.scaled(10) / 0.02)
+    cut = f"""
+    DO $$
+    DECLARE target int;
+    BEGIN
+        FOR i IN 1..{polls} LOOP
+            PERFORM pg_stat_clear_snapshot();
+            SELECT pid INTO target FROM pg_stat_activity WHERE datname = current_database()
+                AND wait_event_type = 'Lock' AND pid <> pg_backend_pid() LIMIT 1;
+            IF target IS NOT NULL THEN
+                PERFORM pg_terminate_backend(target);
+                RETURN;
+            END IF;
+            PERFORM pg_sleep(0.02);
+        END LOOP;
+        RAISE 'no request waited on the lock';
+    END $$"""
+    killer = await db.connect(db_url)
+    await conn.execute("BEGIN; LOCK TABLE case_file IN ACCESS EXCLUSIVE MODE")
+    try:
+        killing = asyncio.create_task(killer.execute(cut))
+        await asyncio.sleep(0)  # the statement is sent before the request blocks the loop
+        answer = await client.get(track, headers=JSON)
+        await killing
+    finally:
+        await conn.execute("ROLLBACK")
+        await killer.close()
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "2" and "unreachable" in answer.json()["detail"]
+    # the worker's next poll finds the database; the connection cut is not handed out again
+    await caught_up(client.app)
+    for _ in range(settings.pool_max + 1):
+        assert (await client.get(track, headers=JSON)).status_code == 404
