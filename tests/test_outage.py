@@ -7,6 +7,9 @@ of this test's own (the suite's shared server is not one to stop), stopped with 
 and started again in the same folder on the same socket, so that the service's URL stays valid.
 Which worker answers a request is read from the server's side of its connection (psutil), so that
 every check is made of every worker, not of whichever one the kernel picked.
+
+Beside it, in process: a request whose connection the server cuts under its statement, and
+asyncpg's reconnect warnings while the server is gone.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from tests.service import Service, serving
 from tests.watermark import caught_up
 
 WORKERS = 2
-# a request still unanswered after this long is a hang
-CLIENT_TIMEOUT = 5.0
+# a request still unanswered after this long (scaled to the machine) is a hang
+HANG_SECONDS = 5.0
 # every answer while the database is down comes within this (scaled to the machine)
 FAST_SECONDS = 1.0
 # from PostgreSQL accepting connections again to a service that scans, writes and is ready
@@ -130,7 +133,7 @@ class Pinned:
 
     def _client(self) -> httpx.AsyncClient:
         one = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=600)
-        return httpx.AsyncClient(base_url=self.base, timeout=CLIENT_TIMEOUT, limits=one)
+        return httpx.AsyncClient(base_url=self.base, timeout=waiting.scaled(HANG_SECONDS), limits=one)
 
     async def pin(self) -> None:
         """Open connections until every worker holds one (the kernel spreads them)."""
@@ -165,7 +168,7 @@ class Pinned:
 class Outcome(NamedTuple):
     at: float  # monotonic, when the request was sent
     kind: str
-    status: int  # 0: no answer within CLIENT_TIMEOUT (a hang); -1: the connection failed
+    status: int  # 0: no answer within HANG_SECONDS, scaled (a hang); -1: the connection failed
     seconds: float
     retry_after: bool
     as_of: str | None  # the answer's "as of" time, when it has one
@@ -194,7 +197,7 @@ class Load:
 
     async def client(self) -> None:
         n = 0
-        async with httpx.AsyncClient(base_url=self.base, timeout=CLIENT_TIMEOUT) as client:
+        async with httpx.AsyncClient(base_url=self.base, timeout=waiting.scaled(HANG_SECONDS)) as client:
             while not self.stop.is_set():
                 kind, path, headers = self.requests(n)
                 n += 1
