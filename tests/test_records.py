@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 from merchant_code import profiles
 from tests import factories
 from tests import world as w
+from tests.watermark import caught_up
 
 DAY = datetime.timedelta(days=1)
 JSON = {"accept": "application/json"}
@@ -36,6 +37,9 @@ def png(width: int = 2, height: int = 2) -> bytes:
 
 
 async def citizen(client: AsyncTestClient[Any], code: str) -> Any:
+    """The citizen's view once the scan cache has seen every change committed so far (a changed
+    profile reaches a worker within a watermark poll, not at once)."""
+    await caught_up(client.app)
     return (await client.get(f"/s/{code}", headers=JSON)).json()
 
 
