@@ -238,6 +238,9 @@ def create_app(settings: Settings, shared_limits: mmap.mmap | None = None) -> Li
             ("search_pool", settings.search_concurrency, settings.search_statement_seconds),
             ("side_pool", settings.side_pool_max, settings.request_statement_seconds),
             ("jobs_pool", settings.jobs_pool_max, settings.jobs_statement_seconds),
+            # the scan cache's watermark alone: a poll never queues behind busy scans, so a
+            # poll that times out means the database does not answer, not that scans are many
+            ("watch_pool", 1, settings.scan_statement_seconds),
         ):
             pool = await db.create_pool(
                 url,
@@ -249,7 +252,7 @@ def create_app(settings: Settings, shared_limits: mmap.mmap | None = None) -> Li
             )
             setattr(app.state, name, pool)
         await _ensure_sticker_key(app.state.pool, settings)
-        watermark = Watermark(app.state.profile_cache, app.state.scan_pool, settings.scan_watermark_seconds)
+        watermark = Watermark(app.state.profile_cache, app.state.watch_pool, settings.scan_watermark_seconds)
         await watermark.once()  # the key states are known before the first scan
         polling = asyncio.create_task(watermark.run(), name="scan-cache-watermark")
         scheduler = (
@@ -267,7 +270,7 @@ def create_app(settings: Settings, shared_limits: mmap.mmap | None = None) -> Li
                 await polling
             if scheduler is not None:
                 await stop_scheduler(scheduler)
-            pools = ("pool", "scan_pool", "search_pool", "side_pool", "jobs_pool")
+            pools = ("pool", "scan_pool", "search_pool", "side_pool", "jobs_pool", "watch_pool")
             await asyncio.gather(*(_close(getattr(app.state, name)) for name in pools))
 
     logging.getLogger("merchant_code").setLevel(settings.log_level.upper())

@@ -118,6 +118,19 @@ class _StoppedJobs(logging.Filter):
         return True
 
 
+class _Overlaps(logging.Filter):
+    """A run skipped because the last one still runs (a drain working through a push), or
+    started late on a busy machine, is how interval jobs behave under load, not a warning: shown
+    at log level debug only (two lines a second per job otherwise)."""
+
+    QUIET = ("maximum number of running instances", "was missed by")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and any(text in record.msg for text in self.QUIET):
+            return logging.getLogger("apscheduler").isEnabledFor(logging.DEBUG)
+        return True
+
+
 def quiet_scheduler(log_level: str) -> None:
     """APScheduler logs every run at INFO (two lines a run, about a hundred a minute): keep that
     for MERCHANT_CODE_LOG_LEVEL=debug; its warnings and errors show at any level."""
@@ -126,3 +139,7 @@ def quiet_scheduler(log_level: str) -> None:
     executors = logging.getLogger("apscheduler.executors.default")
     if not any(isinstance(f, _StoppedJobs) for f in executors.filters):
         executors.addFilter(_StoppedJobs())
+    for name in ("apscheduler.scheduler", "apscheduler.executors.default"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Overlaps) for f in logger.filters):
+            logger.addFilter(_Overlaps())

@@ -9,6 +9,7 @@ import logging
 import time
 
 import pytest
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from merchant_code.scheduler import quiet_scheduler, stop_scheduler
@@ -66,3 +67,31 @@ def test_apscheduler_runs_are_logged_only_at_debug() -> None:
     quiet_scheduler("debug")
     assert logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.INFO)
     quiet_scheduler("info")
+
+
+async def test_a_run_skipped_while_the_last_still_runs_is_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A drain working through a push outlasts its 2 s interval: each skipped run was a WARNING
+    line, two a second per job, which buried everything else in a busy service's log."""
+    skipped = asyncio.Event()
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    scheduler.add_listener(lambda event: skipped.set(), EVENT_JOB_MAX_INSTANCES)
+
+    async def job() -> None:
+        await asyncio.Event().wait()  # outlasts every interval
+
+    quiet_scheduler("info")
+    with caplog.at_level(logging.WARNING, logger="apscheduler"):
+        scheduler.add_job(job, "interval", seconds=0.05, max_instances=1, id="long")
+        scheduler.start()
+        try:
+            await asyncio.wait_for(skipped.wait(), 60)  # generous: the machine may be busy
+            assert not [r for r in caplog.records if "running instances" in r.getMessage()]
+            quiet_scheduler("debug")
+            skipped.clear()
+            await asyncio.wait_for(skipped.wait(), 60)
+            assert [r for r in caplog.records if "running instances" in r.getMessage()]
+        finally:
+            quiet_scheduler("info")
+            await stop_scheduler(scheduler, grace=0.1)
