@@ -791,8 +791,15 @@ async def due_job(state: Any) -> None:
         await deliver_channels(conn, state.settings.base_url)
 
 
+REMINDERS_KEY = 0x6D63_726D  # 'mcrm': one instance adds the day's reminders at a time
+
+
 async def reminder_job(state: Any) -> None:
-    """Scheduled (hourly): the day's reminders, each once."""
-    async with db.acquire(state.pool) as conn:
+    """Scheduled (hourly, and at start in every worker): the day's reminders, each once, by one
+    instance at a time; at a million shops a run is a long statement, and the workers that start
+    together would all run it."""
+    async with db.acquire(state.pool) as conn, conn.transaction():
+        if not await db.queries.try_lock_reminders(conn, key=REMINDERS_KEY):
+            return
         today = datetime.datetime.now(ZoneInfo(state.settings.timezone)).date()
         await remind(conn, today)

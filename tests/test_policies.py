@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
-from merchant_code import auth, policies, profiles
+from merchant_code import auth, db, policies, profiles
 from merchant_code.errors import Conflict, InvalidInput
+from merchant_code.scheduler import jobs_state
+from merchant_code.settings import Settings
 from tests import factories
 
 TZ = "Asia/Shanghai"
@@ -270,3 +273,24 @@ async def test_reminders_are_sent_once_each(conn: asyncpg.Connection, now: datet
     )
     item = (await policies.inbox(conn, merchant, en=True)).items[0]
     assert item.scope == "shop" and "7 days" in item.title
+
+
+async def test_one_instance_at_a_time_adds_the_reminders(
+    conn: asyncpg.Connection, db_url: str, settings: Settings
+) -> None:
+    shops = await district(conn)
+    today = datetime.datetime.now(ZoneInfo(settings.timezone)).date()
+    await factories.licence(conn, shops["cat2"], valid_to=today + datetime.timedelta(days=5))
+    pool = await db.create_pool(db_url, min_size=1, max_size=2)
+    other = await db.connect(db_url)
+    reminders = "SELECT count(*) FROM delivery WHERE channel = 'inbox'"
+    try:
+        async with other.transaction():  # another instance is adding them
+            await other.fetchval("SELECT pg_advisory_xact_lock($1)", policies.REMINDERS_KEY)
+            await policies.reminder_job(jobs_state(pool, settings))
+            assert await conn.fetchval(reminders) == 0
+        await policies.reminder_job(jobs_state(pool, settings))
+        assert await conn.fetchval(reminders) == 1
+    finally:
+        await other.close()
+        await pool.close()

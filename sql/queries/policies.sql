@@ -329,3 +329,8 @@ SELECT count(*) FROM hit;
 
 -- name: add_shop_event(shop_id, kind, detail)!
 INSERT INTO shop_event (shop_id, kind, detail) VALUES (:shop_id, :kind, :detail);
+
+-- name: try_lock_reminders(key)$
+-- one instance at a time adds the day's reminders (the others, started at the same moment, would
+-- only repeat the work: each reminder is added once anyway)
+SELECT pg_try_advisory_xact_lock(:key);
