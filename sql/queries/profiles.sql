@@ -301,3 +301,10 @@ SELECT * FROM unnest(:codes::text[], :kinds::text[], :shop_ids::bigint[], :versi
                      :statuses::int2[], :bodies::bytea[])
 ON CONFLICT (code, kind) DO UPDATE SET
     shop_id = excluded.shop_id, version = excluded.version, status = excluded.status, body = excluded.body;
+
+-- name: hold_dirty_marks(ids)!
+-- A transaction of several statements that mark many shops (a feed page: its inspections, then
+-- their violations) holds the marks already queued for them first, in shop order: the drain
+-- cannot take one away between its statements (it skips held rows), so no later statement
+-- needs a mark another large transaction is inserting, and no cycle of waits can form.
+SELECT 1 FROM profile_dirty WHERE shop_id = ANY(:ids::bigint[]) ORDER BY shop_id FOR UPDATE;
