@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -14,24 +10,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from merchant_code import accounts, audit, db
-from tests import factories
+from tests import cli, factories
 from tests import world as w
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _cli(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MERCHANT_CODE_")}
-    env["MERCHANT_CODE_DATABASE_URL"] = url
-    return subprocess.run(
-        [sys.executable, "-m", "merchant_code", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        input=stdin,
-    )
 
 
 async def test_writes_are_audited_with_actor_and_request_id(
@@ -128,7 +108,7 @@ async def test_one_changed_row_breaks_the_chain_at_that_row(
     expected = target if change != "delete" else target + 1
     assert broken is not None and broken.id == expected and checked == 2
 
-    done = await asyncio.to_thread(_cli, db_url, "audit", "verify")
+    done = await asyncio.to_thread(cli.run, db_url, "audit", "verify")
     assert done.returncode == 1
     assert f"audit chain broken at audit_event id {expected}" in done.stderr
     assert "Traceback" not in done.stderr
@@ -182,7 +162,7 @@ async def test_account_commands_create_reset_and_disable(db_url: str, conn: asyn
     _, code = await factories.shop(conn)
 
     made = await asyncio.to_thread(
-        _cli, db_url, "account", "create", "li.inspector", "--role", "inspector", "--area", "310199001",
+        cli.run, db_url, "account", "create", "li.inspector", "--role", "inspector", "--area", "310199001",
         "--permission", "pii:read",
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
@@ -195,39 +175,39 @@ async def test_account_commands_create_reset_and_disable(db_url: str, conn: asyn
     assert row["password_hash"].startswith("$argon2id$") and password not in row["password_hash"]
 
     owner = await asyncio.to_thread(
-        _cli, db_url, "account", "create", "wang", "--role", "merchant", "--shop", code, "--password-stdin",
-        stdin="a chosen password\n",
+        cli.run, db_url, "account", "create", "wang", "--role", "merchant", "--shop", code,
+        "--password-stdin", stdin="a chosen password\n",
     )  # fmt: skip
     assert owner.returncode == 0 and "password:" not in owner.stdout
 
-    no_area = await asyncio.to_thread(_cli, db_url, "account", "create", "x.y", "--role", "manager")
+    no_area = await asyncio.to_thread(cli.run, db_url, "account", "create", "x.y", "--role", "manager")
     assert no_area.returncode == 1 and "--area" in no_area.stderr and "Traceback" not in no_area.stderr
-    taken = await asyncio.to_thread(_cli, db_url, "account", "create", "wang", "--role", "admin")
+    taken = await asyncio.to_thread(cli.run, db_url, "account", "create", "wang", "--role", "admin")
     assert taken.returncode == 1 and "exists already" in taken.stderr
 
-    reset = await asyncio.to_thread(_cli, db_url, "account", "reset-password", "wang")
+    reset = await asyncio.to_thread(cli.run, db_url, "account", "reset-password", "wang")
     assert reset.returncode == 0 and "password: " in reset.stdout
-    disabled = await asyncio.to_thread(_cli, db_url, "account", "disable", "wang")
+    disabled = await asyncio.to_thread(cli.run, db_url, "account", "disable", "wang")
     assert disabled.returncode == 0
     assert await conn.fetchval("SELECT disabled_at IS NOT NULL FROM account WHERE login = 'wang'")
 
     assert await audit.seal(conn) == 4  # no service runs to seal what the commands wrote
     actions = [r["action"] async for r in db.queries.list_audit_chain(conn, after=0, batch=100)]
     assert actions == ["account.create", "account.create", "account.reset-password", "account.disable"]
-    verified = await asyncio.to_thread(_cli, db_url, "audit", "verify")
+    verified = await asyncio.to_thread(cli.run, db_url, "audit", "verify")
     assert verified.returncode == 0 and "audit chain intact: 4 events" in verified.stdout
 
 
 async def test_a_claim_code_is_issued_from_the_command_line(db_url: str, conn: asyncpg.Connection) -> None:
     _, code = await factories.shop(conn)
-    done = await asyncio.to_thread(_cli, db_url, "shop", "claim-code", code)
+    done = await asyncio.to_thread(cli.run, db_url, "shop", "claim-code", code)
     assert done.returncode == 0, done.stderr
     claim_code = done.stdout.split(": ")[1].split()[0]
     stored = await conn.fetchval("SELECT claim_code_hash FROM shop WHERE code = $1", code)
     from merchant_code.auth import claim_code_hash
 
     assert stored == claim_code_hash(claim_code)
-    unknown = await asyncio.to_thread(_cli, db_url, "shop", "claim-code", "not-a-code")
+    unknown = await asyncio.to_thread(cli.run, db_url, "shop", "claim-code", "not-a-code")
     assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
 
 

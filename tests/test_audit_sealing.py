@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,21 +15,7 @@ from merchant_code import audit, db, migrate, qr
 from merchant_code import audit_checkpoints as checkpoints
 from merchant_code.scheduler import registered_jobs
 from merchant_code.settings import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MERCHANT_CODE_")}
-    env["MERCHANT_CODE_DATABASE_URL"] = url
-    return subprocess.run(
-        [sys.executable, "-m", "merchant_code", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+from tests import cli
 
 
 async def _audited_write(conn: asyncpg.Connection, n: int) -> None:
@@ -225,11 +208,11 @@ async def test_rows_not_sealed_yet_are_counted_with_the_oldest_not_reported_brok
     # the command line seals what has committed first, unless a sealer is at work right then
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", audit.SEAL_KEY)
-        busy = await asyncio.to_thread(_cli, db_url, "audit", "verify")
+        busy = await asyncio.to_thread(cli.run, db_url, "audit", "verify")
     assert busy.returncode == 0, busy.stderr
     assert "audit chain intact: 3 events" in busy.stdout
     assert "4 event(s) not sealed yet" in busy.stdout and "the oldest written" in busy.stdout
-    sealed = await asyncio.to_thread(_cli, db_url, "audit", "verify")
+    sealed = await asyncio.to_thread(cli.run, db_url, "audit", "verify")
     assert sealed.returncode == 0 and "audit chain intact: 7 events" in sealed.stdout
     assert "not sealed" not in sealed.stdout
 
