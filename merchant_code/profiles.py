@@ -1,9 +1,10 @@
 """The shop profile (the portrait): one row per shop with a document for each audience, rebuilt
 set-based in SQL (sql/queries/profiles.sql) from the shop's records.
 
-Writers never rebuild: triggers on every input table put the shop into `profile_dirty`, and
-`drain` (a scheduled job in every instance) takes batches off that queue with SKIP LOCKED and
-rebuilds them in the same transaction. `rebuild_all` does every shop, in id ranges.
+Writers never rebuild: triggers on every input table put the shop into `profile_dirty` (without
+waiting on anyone: a shop may be queued twice, migration 0036), and `drain` (a scheduled job in
+every instance) takes batches off that queue with SKIP LOCKED, every row of each shop it claims,
+and rebuilds them in the same transaction. `rebuild_all` does every shop, in id ranges.
 """
 
 from __future__ import annotations

@@ -204,7 +204,6 @@ async def store(conn: asyncpg.Connection, source_id: int, source: str, run_id: i
     counts = Counts(fetched=len(parsed.records) + len(parsed.rejects))
     rejects: list[tuple[Reject, str | None]] = [(r, None) for r in parsed.rejects]
     records, shops = await _matched(conn, source_id, list(parsed.records), rejects)
-    await db.queries.hold_dirty_marks(conn, ids=sorted({s for s, _ in shops if s is not None}))
 
     mapping = [(r, s, w) for r, (s, w) in zip(records, shops, strict=True) if isinstance(r, ShopRecord)]
     known = [(r, s, w) for r, s, w in mapping if s is not None]

@@ -262,21 +262,25 @@ written AS (
 SELECT count(*) FROM written;
 
 -- name: claim_dirty_profiles(batch)$
--- Take up to `batch` dirty shops off the queue (rows other workers hold are skipped); the caller
--- rebuilds them in the same transaction, so a crash puts them back.
+-- Take up to `batch` queued marks off the queue, oldest first, with every other mark of the same
+-- shops (a shop may be queued twice, migration 0036); rows other workers hold are skipped. The
+-- caller rebuilds the shops in the same transaction, so a crash puts them back.
 WITH taken AS (
-    DELETE FROM profile_dirty WHERE shop_id IN (
-        SELECT shop_id FROM profile_dirty ORDER BY marked_at LIMIT :batch FOR UPDATE SKIP LOCKED)
+    DELETE FROM profile_dirty WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM profile_dirty WHERE shop_id IN (
+            SELECT shop_id FROM profile_dirty ORDER BY marked_at LIMIT :batch FOR UPDATE SKIP LOCKED)
+        FOR UPDATE SKIP LOCKED))
     RETURNING shop_id
 )
-SELECT coalesce(array_agg(shop_id), '{}') FROM taken;
+SELECT coalesce(array_agg(DISTINCT shop_id), '{}') FROM taken;
 
 -- name: list_shop_id_range(after, batch)$
 SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM (
     SELECT id FROM shop WHERE id > :after ORDER BY id LIMIT :batch) x;
 
 -- name: count_dirty_profiles()$
-SELECT count(*) FROM profile_dirty;
+-- shops waiting for a rebuild (one may be queued twice)
+SELECT count(DISTINCT shop_id) FROM profile_dirty;
 
 -- name: clear_dirty_profiles(ids)!
 DELETE FROM profile_dirty WHERE shop_id = ANY(:ids::bigint[]);
@@ -301,10 +305,3 @@ SELECT * FROM unnest(:codes::text[], :kinds::text[], :shop_ids::bigint[], :versi
                      :statuses::int2[], :bodies::bytea[])
 ON CONFLICT (code, kind) DO UPDATE SET
     shop_id = excluded.shop_id, version = excluded.version, status = excluded.status, body = excluded.body;
-
--- name: hold_dirty_marks(ids)!
--- A transaction of several statements that mark many shops (a feed page: its inspections, then
--- their violations) holds the marks already queued for them first, in shop order: the drain
--- cannot take one away between its statements (it skips held rows), so no later statement
--- needs a mark another large transaction is inserting, and no cycle of waits can form.
-SELECT 1 FROM profile_dirty WHERE shop_id = ANY(:ids::bigint[]) ORDER BY shop_id FOR UPDATE;
