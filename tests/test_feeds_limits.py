@@ -25,8 +25,8 @@ import pytest
 from merchant_code import db
 from merchant_code.feeds import limits, lives, runner
 from merchant_code.feeds.base import FeedError, Page
+from tests import cli
 from tests.bombs import BOMB, HEADER, gzip_bomb, serving, zip_bomb
-from tests.test_audit import _cli
 
 ROOT = Path(__file__).resolve().parent.parent
 LIVES = Path(__file__).parent / "fixtures" / "feeds" / "lives"
@@ -200,7 +200,7 @@ async def test_feeds_add_takes_limits_and_refuses_a_bad_one_naming_it(
     db_url: str, conn: asyncpg.Connection
 ) -> None:
     def add(config: str) -> subprocess.CompletedProcess[str]:
-        return _cli(
+        return cli.run(
             db_url, "feeds", "add", "city", "--kind", "lives", "--url", "http://127.0.0.1:9/l.zip",
             "--allow-private", "--config", config,
         )  # fmt: skip

@@ -19,8 +19,7 @@ from merchant_code import db
 from merchant_code.codes import new_shop_code
 from merchant_code.feeds import mapping as feed_mapping
 from merchant_code.feeds import runner
-from tests import factories, loopback_files
-from tests.test_audit import _cli
+from tests import cli, factories, loopback_files
 
 FHRS = Path(__file__).parent / "fixtures" / "feeds" / "fhrs"
 
@@ -209,14 +208,14 @@ async def test_feeds_unmatched_lists_what_waits_and_feeds_map_lands_it_at_the_ne
     }
     files["/Establishments"] = (msgspec.json.encode(body), "application/json")
     added = await asyncio.to_thread(
-        _cli, db_url, "feeds", "add", "uk", "--kind", "fhrs", "--url", files.base + "/Establishments",
+        cli.run, db_url, "feeds", "add", "uk", "--kind", "fhrs", "--url", files.base + "/Establishments",
         "--allow-private",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
-    ran = await asyncio.to_thread(_cli, db_url, "feeds", "run", "uk")
+    ran = await asyncio.to_thread(cli.run, db_url, "feeds", "run", "uk")
     assert ran.returncode == 0 and "quarantined 6" in ran.stdout, (ran.stdout, ran.stderr)
 
-    listed = await asyncio.to_thread(_cli, db_url, "feeds", "unmatched", "uk")
+    listed = await asyncio.to_thread(cli.run, db_url, "feeds", "unmatched", "uk")
     assert listed.returncode == 0, listed.stderr
     out = listed.stdout
     assert "uk: 3 business(es) wait for a shop" in out
@@ -226,7 +225,7 @@ async def test_feeds_unmatched_lists_what_waits_and_feeds_map_lands_it_at_the_ne
     assert f"best candidate: {garden} 茶社, 9 Garden Lane (same address)" in out
     assert "5003  Nowhere Cafe, 77 Nowhere  (2 record(s) waiting)\n    no candidate shop" in out
 
-    mapped = await asyncio.to_thread(_cli, db_url, "feeds", "map", "uk", "5001", dragon.lower())
+    mapped = await asyncio.to_thread(cli.run, db_url, "feeds", "map", "uk", "5001", dragon.lower())
     assert mapped.returncode == 0, mapped.stderr
     assert f"uk: 5001 -> {dragon} (Golden Dragon Restaurant)" in mapped.stdout
     assert "2 record(s) waiting in quarantine for these businesses land at the next pull" in mapped.stdout
@@ -234,18 +233,18 @@ async def test_feeds_unmatched_lists_what_waits_and_feeds_map_lands_it_at_the_ne
     assert (event["action"], event["object_id"]) == ("feed.map", "uk")
     assert event["detail"]["external_id"] == "5001" and event["detail"]["shop_code"] == dragon
 
-    again = await asyncio.to_thread(_cli, db_url, "feeds", "run", "uk")
+    again = await asyncio.to_thread(cli.run, db_url, "feeds", "run", "uk")
     assert again.returncode == 0, again.stderr
     assert await inspections(conn, "uk") == {"5001|2025-02-01T00:00:00": dragon_id}
     assert (await mapping(conn, "uk"))["5001"] == (dragon_id, "manual")
-    listed = await asyncio.to_thread(_cli, db_url, "feeds", "unmatched", "uk")
+    listed = await asyncio.to_thread(cli.run, db_url, "feeds", "unmatched", "uk")
     assert "uk: 2 business(es) wait" in listed.stdout and "5001" not in listed.stdout
 
     # a file with one bad line changes nothing, and names the line
     nowhere = new_shop_code()
     bad = tmp_path / "bad.csv"
     bad.write_text(f"external_id,shop_code\n5002,{garden}\n5003,{nowhere}\n")
-    refused = await asyncio.to_thread(_cli, db_url, "feeds", "map", "uk", "--csv", str(bad))
+    refused = await asyncio.to_thread(cli.run, db_url, "feeds", "map", "uk", "--csv", str(bad))
     assert refused.returncode == 2, (refused.stdout, refused.stderr)
     assert refused.stderr.strip().count("\n") == 0 and "line 3" in refused.stderr
     assert f"no shop has the code {nowhere}" in refused.stderr and "Traceback" not in refused.stderr
@@ -255,7 +254,7 @@ async def test_feeds_unmatched_lists_what_waits_and_feeds_map_lands_it_at_the_ne
     # a BOM, header case, CRLF, a column more: as spreadsheets write them
     rows = f"5002,by hand,{garden}\r\n5003,,{other}\r\n5001,moved,{other}\r\n"
     good.write_text("\ufeffExternal_ID,note,Shop_Code\r\n" + rows)
-    applied = await asyncio.to_thread(_cli, db_url, "feeds", "map", "uk", "--csv", str(good))
+    applied = await asyncio.to_thread(cli.run, db_url, "feeds", "map", "uk", "--csv", str(good))
     assert applied.returncode == 0, applied.stderr
     assert f"uk: 5001 -> {other} (其他), replacing {dragon}" in applied.stdout
     assert await mapping(conn, "uk") == {
@@ -282,7 +281,7 @@ async def test_bad_arguments_to_map_and_unmatched_are_one_line_and_exit_2(
     db_url: str, conn: asyncpg.Connection, args: list[str], says: str
 ) -> None:
     await source(conn, "fhrs", "uk", "http://127.0.0.1:9/Establishments")
-    done = await asyncio.to_thread(_cli, db_url, "feeds", *args)
+    done = await asyncio.to_thread(cli.run, db_url, "feeds", *args)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert says in done.stderr and done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
 
@@ -306,7 +305,7 @@ async def test_a_malformed_mapping_file_is_refused_whole_naming_its_line(
     _, code = await factories.shop(conn)
     path = tmp_path / "map.csv"
     path.write_text(text.format(code=code))
-    done = await asyncio.to_thread(_cli, db_url, "feeds", "map", "uk", "--csv", str(path))
+    done = await asyncio.to_thread(cli.run, db_url, "feeds", "map", "uk", "--csv", str(path))
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert says in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
     assert await conn.fetchval("SELECT count(*) FROM feed_shop_map") == 0

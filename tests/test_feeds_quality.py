@@ -21,9 +21,8 @@ from merchant_code.feeds import provider as demo
 from merchant_code.feeds import quality, quality_cases, runner
 from merchant_code.feeds.quality_shape import schema_changes, shape_of
 from merchant_code.scheduler import registered_jobs
-from tests import factories
+from tests import cli, factories
 from tests import world as w
-from tests.test_audit import _cli
 from tests.test_feeds_provider import Clock, LoopbackOnly
 
 SEED = 7
@@ -354,7 +353,7 @@ async def test_feeds_quality_prints_a_block_per_source_and_raises_its_case_once(
     await conn.execute(
         "INSERT INTO feed_source (kind, name, url) VALUES ('rss', 'city-news', 'http://127.0.0.1:9/news.rss')"
     )
-    printed = await asyncio.to_thread(_cli, db_url, "feeds", "quality")
+    printed = await asyncio.to_thread(cli.run, db_url, "feeds", "quality")
     assert printed.returncode == 0, printed.stderr
     out = printed.stdout
     assert "city-lives (lives, owner food_safety): FAILING: " in out, out
@@ -362,14 +361,14 @@ async def test_feeds_quality_prints_a_block_per_source_and_raises_its_case_once(
     assert "  FAIL duplicates" in out and "  FAIL quarantine" in out and "  ok   coverage" in out, out
     assert "case CS-" in out and " opened" in out
     number = out.split("case ", 1)[1].split()[0]
-    again = await asyncio.to_thread(_cli, db_url, "feeds", "quality", "city-lives")
+    again = await asyncio.to_thread(cli.run, db_url, "feeds", "quality", "city-lives")
     assert again.returncode == 0 and f"case {number} already open" in again.stdout, again.stdout
     assert "city-news" not in again.stdout
     assert await conn.fetchval("SELECT count(*) FROM case_file WHERE category = 'data_quality'") == 1
-    unknown = await asyncio.to_thread(_cli, db_url, "feeds", "quality", "nothing-here")
+    unknown = await asyncio.to_thread(cli.run, db_url, "feeds", "quality", "nothing-here")
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "nothing-here" in unknown.stderr
     bad = await asyncio.to_thread(
-        _cli, db_url, "feeds", "add", "x", "--kind", "lives", "--url", "http://127.0.0.1:9/l.zip",
+        cli.run, db_url, "feeds", "add", "x", "--kind", "lives", "--url", "http://127.0.0.1:9/l.zip",
         "--allow-private", "--config", '{"quality": {"min_coverage": "lots"}}',
     )  # fmt: skip
     assert bad.returncode != 0 and "quality" in bad.stderr and "Traceback" not in bad.stderr

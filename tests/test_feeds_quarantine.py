@@ -25,8 +25,7 @@ from hypothesis import strategies as st
 from merchant_code import db, migrate
 from merchant_code.feeds import runner
 from merchant_code.feeds.base import InspectionRecord, Match, Parsed, Reject, Violation
-from tests import factories, loopback_files
-from tests.test_audit import _cli
+from tests import cli, factories, loopback_files
 
 # a business id too long for any index: random, so PostgreSQL cannot compress it under the limit
 LONG_ID = "".join(random.Random(7).choices(string.ascii_letters + string.digits, k=8000))
@@ -251,7 +250,7 @@ async def test_a_record_that_lands_later_no_longer_waits_in_quarantine(
     assert await conn.fetchval("SELECT shop_id FROM licence WHERE number = 'JY13101060000002'") == shop_id
     row = await conn.fetchrow("SELECT resolved_at, resolved_run_id FROM feed_reject")
     assert row is not None and row["resolved_at"] is not None and row["resolved_run_id"] == second.run_id
-    status = await asyncio.to_thread(_cli, db_url, "feeds", "status")
+    status = await asyncio.to_thread(cli.run, db_url, "feeds", "status")
     assert "0 in quarantine" in status.stdout, status.stdout
 
 
@@ -275,7 +274,7 @@ async def test_feeds_status_gives_one_line_per_source_and_per_failure_without_ro
         'NotNullViolationError: null value in column "result" of relation "inspection"' + DETAIL,
     )
 
-    status = await asyncio.to_thread(_cli, db_url, "feeds", "status")
+    status = await asyncio.to_thread(cli.run, db_url, "feeds", "status")
 
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
@@ -300,7 +299,7 @@ async def test_feeds_status_verbose_gives_runs_reasons_and_escaped_samples(
     for _ in range(2):
         assert (await pull(db_url, "city")).status == "ok"
 
-    verbose = await asyncio.to_thread(_cli, db_url, "feeds", "status", "city", "--verbose")
+    verbose = await asyncio.to_thread(cli.run, db_url, "feeds", "status", "city", "--verbose")
 
     assert verbose.returncode == 0, verbose.stderr
     out = verbose.stdout
@@ -311,7 +310,7 @@ async def test_feeds_status_verbose_gives_runs_reasons_and_escaped_samples(
     assert not any(line.lstrip().startswith(("=", "+", "-", "@")) for line in out.splitlines())
     assert "'=HYPERLINK" in out  # defused: a spreadsheet shows it as text
 
-    unknown = await asyncio.to_thread(_cli, db_url, "feeds", "status", "nothing-here", "--verbose")
+    unknown = await asyncio.to_thread(cli.run, db_url, "feeds", "status", "nothing-here", "--verbose")
     assert unknown.returncode == 2 and unknown.stdout == ""
     assert len(unknown.stderr.splitlines()) == 1 and "nothing-here" in unknown.stderr
 

@@ -33,9 +33,8 @@ from litestar.testing import AsyncTestClient
 from merchant_code import db, policies
 from merchant_code.feeds import http as feed_http
 from merchant_code.feeds import runner, ssrf
-from tests import factories
+from tests import cli, factories
 from tests import world as w
-from tests.test_audit import _cli
 from tests.test_policies_delivery import BASE_URL, TZ, district, policy_in
 from tests.webhook_receiver import Receiver
 
@@ -342,9 +341,9 @@ async def test_feeds_add_and_channels_add_refuse_a_bad_url_at_once(
     db_url: str, conn: asyncpg.Connection, url: str, says: str
 ) -> None:
     feed = await asyncio.to_thread(
-        _cli, db_url, "feeds", "add", "registry", "--kind", "licence_registry", "--url", url
+        cli.run, db_url, "feeds", "add", "registry", "--kind", "licence_registry", "--url", url
     )
-    channel = await asyncio.to_thread(_cli, db_url, "channels", "add", "sms", "--url", url)
+    channel = await asyncio.to_thread(cli.run, db_url, "channels", "add", "sms", "--url", url)
     for done in (feed, channel):
         assert done.returncode == 2, done.stderr
         line = _one_line(done)
@@ -357,12 +356,12 @@ async def test_allow_private_still_stores_a_loopback_url_but_never_another_schem
     db_url: str, conn: asyncpg.Connection
 ) -> None:
     feed = await asyncio.to_thread(
-        _cli, db_url, "feeds", "add", "inside", "--kind", "licence_registry",
+        cli.run, db_url, "feeds", "add", "inside", "--kind", "licence_registry",
         "--url", "http://127.0.0.1:9/licences", "--config", '{"allow_private": true}',
     )  # fmt: skip
     assert feed.returncode == 0, feed.stderr
     gopher = await asyncio.to_thread(
-        _cli, db_url, "channels", "add", "sms", "--url", "gopher://127.0.0.1:70/", "--allow-private"
+        cli.run, db_url, "channels", "add", "sms", "--url", "gopher://127.0.0.1:70/", "--allow-private"
     )
     assert gopher.returncode == 2 and "http or https" in _one_line(gopher)
     assert await conn.fetchval("SELECT count(*) FROM feed_source WHERE name = 'inside'") == 1
