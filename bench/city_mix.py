@@ -40,10 +40,12 @@ Phases, in order:
    shops) is created for "now" (policies.create, as bench/policy_push.py does) for the service's
    policies-due job to send and deliver. Recorded: when each finished, and when the profiles they
    changed were FRESH. A changed shop is one with an inspection row of the run's source (pull) or
-   a delivery of the run's policy (push); its profile is fresh when it is not queued in
-   profile_dirty and its shop_profile.rebuilt_at is at or after the change (the pull's
-   feed_run.finished_at; the delivery's delivered_at). Fresh = every changed shop's profile is;
-   the lag is fresh time less finish time (target: both finish, and are fresh within 60 s). The
+   a delivery of the run's policy (push). A pulled shop's profile is fresh when it is not queued
+   in profile_dirty and its shop_profile.rebuilt_at is at or after the run's finished_at. A push
+   rewrites no profile (notices are joined when a view is served, migration 0037): it is fresh
+   when the citizen JSON of a random sample of PUSH_SAMPLE reached shops, scanned through the
+   service, lists the policy. Fresh = every changed shop is; the lag is fresh time less finish
+   time (target: both finish, and are fresh within 60 s). The
    load keeps running until the window ends; a check that has not come true then waits on,
    without load, up to --fresh-limit seconds;
 3. closed loop (64 connections, --closed-seconds each): scans of a hot set (the --hot most popular
@@ -99,6 +101,7 @@ from urllib.parse import quote
 
 import asyncpg
 import http_load
+import httpx
 import lives_ingest
 import load_mix
 import scan_bench
@@ -122,6 +125,7 @@ RATES = {"scan": 2000.0, "search": 100.0, "update": 30.0, "inspect": 20.0}
 WRITES = ("update", "inspect")
 LAG_WARN_MS = 5.0
 FLOOD_ADDRESSES = 500
+PUSH_SAMPLE = 100  # reached shops whose citizen answers are scanned to call a push fresh
 
 
 def note(message: str) -> None:
@@ -782,8 +786,12 @@ class FeedServer:
 class Events:
     """The pull and the push of the city phase, and the watch on their freshness (a thread)."""
 
-    def __init__(self, url: str, env: dict[str, str], args: argparse.Namespace, feed_url: str) -> None:
-        self.url, self.env, self.args, self.feed_url = url, env, args, feed_url
+    def __init__(
+        self, url: str, env: dict[str, str], args: argparse.Namespace, feed_url: str, base: str
+    ) -> None:
+        self.url, self.env, self.args, self.feed_url, self.base = url, env, args, feed_url, base
+        self.sample: list[str] | None = None  # codes of reached shops whose scans are checked
+        self.policy_public_id = ""
         self.name = f"bench-city-{int(time.time())}"
         self.figures: dict[str, Any] = {}
         self.thread: threading.Thread | None = None
@@ -882,8 +890,9 @@ class Events:
                 else round(push_fresh - push_done, 1),
                 "pull_ended_s": None if pull_done is None else round(pull_done - at, 1),
                 "push_ended_s": None if push_done is None else round(push_done - at, 1),
-                "fresh_definition": "no changed shop in profile_dirty and each one's shop_profile.rebuilt_at"
-                " >= its change (pull: the run's finished_at; push: the delivery's delivered_at)",
+                "fresh_definition": "pull: no changed shop in profile_dirty and each one's"
+                " shop_profile.rebuilt_at >= the run's finished_at; push: the citizen JSON of"
+                f" {PUSH_SAMPLE} random reached shops, scanned through the service, lists the policy",
             }
         finally:
             await conn.execute("UPDATE feed_source SET enabled = false WHERE name = $1", self.name)
@@ -943,13 +952,27 @@ class Events:
         return max(targeted, row["n"]) - row["done"]
 
     async def _push_stale(self, conn: asyncpg.Connection, policy_id: int) -> int:
-        stale: int = await conn.fetchval(
-            "SELECT count(*) FROM delivery d LEFT JOIN shop_profile p ON p.shop_id = d.shop_id"
-            " WHERE d.policy_id = $1 AND d.channel = 'inbox'"
-            " AND (p.shop_id IS NULL OR p.rebuilt_at < d.delivered_at"
-            " OR EXISTS (SELECT 1 FROM profile_dirty x WHERE x.shop_id = d.shop_id))",
-            policy_id,
-        )
+        """Of a random sample of the shops the push reached, how many citizen answers (scanned
+        through the service, as a citizen would) do not list the policy yet."""
+        if self.sample is None:
+            self.policy_public_id = await conn.fetchval(
+                "SELECT public_id::text FROM policy WHERE id = $1", policy_id
+            )
+            rows = await conn.fetch(
+                "SELECT s.code FROM delivery d JOIN shop s ON s.id = d.shop_id"
+                " WHERE d.policy_id = $1 AND d.channel = 'inbox' ORDER BY random() LIMIT $2",
+                policy_id,
+                PUSH_SAMPLE,
+            )
+            self.sample = [r["code"] for r in rows]
+        stale = 0
+        async with httpx.AsyncClient(base_url=self.base, timeout=10.0) as client:
+            for code in self.sample:
+                answer = await client.get(f"/s/{code}", headers={"accept": "application/json"})
+                shown = answer.status_code == 200 and any(
+                    n.get("id") == self.policy_public_id for n in answer.json().get("notices", [])
+                )
+                stale += not shown
         return stale
 
 
@@ -1091,7 +1114,7 @@ def bench(url: str, args: argparse.Namespace, stack: ExitStack, began: float) ->
         show(name, phases[name])
 
     open_phase("scans_only", {"scan": RATES["scan"]}, args.seconds)
-    events = Events(url, env, args, feed.url)
+    events = Events(url, env, args, feed.url, base)
     open_phase("city", dict(RATES), args.city_seconds, events)
     events.join(time.monotonic() + args.fresh_limit + 30)
 

@@ -10,10 +10,10 @@ is closest to 300,000; the counts per trade are printed). It is created through
 then the service's own code is timed:
 
 1. materialisation: `policies.send_due` (one INSERT ... SELECT FROM policy_audience(...) per due
-   policy, with the delivery table's foreign keys and its statement trigger that queues the
-   shops' profiles for a rebuild) -- target under 30 s;
-2. inbox delivery: `policies.deliver_inbox` (batches of UPDATE ... FOR UPDATE SKIP LOCKED, the
-   same trigger again) until no inbox row of the policy is pending -- target under 120 s; with
+   policy, with the delivery table's foreign keys; before migration 0037 also a statement
+   trigger that queued the shops' profiles for a rebuild, now none) -- target under 30 s;
+2. inbox delivery: `policies.deliver_inbox` (batches of UPDATE ... FOR UPDATE SKIP LOCKED)
+   until no inbox row of the policy is pending -- target under 120 s; with
    --workers N, N asyncio tasks each on its own connection run it at the same time.
 
 The baseline is the time of `SELECT count(*) FROM policy_audience(...)` for the same audience.
@@ -21,7 +21,8 @@ Delivery channels that are enabled are disabled for the run (inbox only) and ena
 The counts are checked: deliveries == the audience, all of them delivered.
 
 Tidying (so later benches on this database are not disturbed): the profile rebuilds the run
-queued are not part of this measure -- their number is reported, then the `profile_dirty` rows
+queued (none since migration 0037: notices are joined to the views, not copied) are not part of
+this measure -- their number is reported, then the `profile_dirty` rows
 queued during the run are deleted (rows queued before it are kept). The run's own policy and
 deliveries are deleted too (unless --keep), so shops' inboxes do not grow with every run; the
 audit events of its creation stay (the audit trail is append-only).

@@ -25,7 +25,7 @@ from typing import Literal, cast
 
 import asyncpg
 
-from merchant_code import db, db_health, profiles, rendering
+from merchant_code import db, db_health, notices, profiles, rendering
 from merchant_code.errors import NotFound, Unavailable
 from merchant_code.genuine import Key
 
@@ -36,7 +36,7 @@ Kind = Literal["json", "zh", "en"]
 # $4 is the key id a sticker's signature names (NULL for none): its public half and state.
 ANSWER = """
 SELECT a.shop_id, a.version, a.status, CASE WHEN a.version = $3 THEN NULL ELSE a.body END AS body,
-       k.public_key,
+       a.audience, k.public_key,
        CASE WHEN k.revoked_at IS NOT NULL THEN 'revoked' WHEN k.retired_at IS NOT NULL THEN 'retired'
             ELSE 'active' END AS key_status
 FROM citizen_answer a LEFT JOIN qr_key k ON k.kid = $4
@@ -64,15 +64,20 @@ log = logging.getLogger("merchant_code.scan_cache")
 
 
 class Entry:
-    __slots__ = ("body", "cut", "epoch", "shop_id", "status", "version")
+    __slots__ = ("audience", "body", "cut", "epoch", "ncut", "shop_id", "status", "version")
 
-    def __init__(self, shop_id: int, version: int, status: int, body: bytes, kind: Kind) -> None:
+    def __init__(
+        self, shop_id: int, version: int, status: int, body: bytes, kind: Kind, audience: str | None = None
+    ) -> None:
         self.shop_id = shop_id
         self.version = version
         self.status = status
         self.body = body
-        # where the sticker's status is spliced in (found once, not on every scan)
+        # where the sticker's status and the trade's notices are spliced in (found once, not on
+        # every scan), and whom those notices are for ("<trade> <area id>"; None: closed)
         self.cut = rendering.banner_cut(kind, body) if status == 200 else -1
+        self.ncut = rendering.notices_cut(kind, body, self.cut)
+        self.audience = audience
         self.epoch = 0  # the cache's epoch when this version was last known current
 
 
@@ -90,6 +95,9 @@ class ProfileCache:
         self.as_of: datetime.datetime | None = None
         self.epoch = 1
         self.fresh_for = 2.0  # a poll older than this does not vouch for the cache
+        # the notices sent to whole trades, joined to the answers when served (the watermark
+        # keeps them current)
+        self.notices = notices.TradeNotices()
 
     def cached(self, code: str, kind: Kind, kid: str | None) -> tuple[Entry, Key | None] | None:
         """The answer from memory alone, when the watermark vouches for it; else None."""
@@ -127,6 +135,8 @@ class ProfileCache:
         """The citizen answer, and the key `kid` if there is one of that id."""
         key = (code, kind)
         entry = self.entries.get(key)
+        if not self.notices.loaded:  # no watermark has read them yet
+            await self.notices.refresh(conn)
         row = await conn.fetchrow(ANSWER, code, kind, entry.version if entry else -1, kid)
         if row is None:
             row = await self._build_missing(conn, code, kind, kid)
@@ -134,7 +144,7 @@ class ProfileCache:
             self.hits += 1
         else:
             self.misses += 1
-            entry = Entry(row["shop_id"], row["version"], row["status"], row["body"], kind)
+            entry = Entry(row["shop_id"], row["version"], row["status"], row["body"], kind, row["audience"])
         entry.epoch = self.epoch
         # other scans may have evicted or replaced it while this one waited for the database
         self.entries[key] = entry
@@ -176,7 +186,8 @@ async def full_profile(conn: asyncpg.Connection, cache: ProfileCache, code: str)
 
 
 class Watermark:
-    """The poller of one worker: profiles changed since the watermark, and every key's state."""
+    """The poller of one worker: profiles changed since the watermark, every key's state, and
+    the notices sent to whole trades."""
 
     def __init__(self, cache: ProfileCache, pool: asyncpg.Pool, interval: float) -> None:
         self.cache = cache
@@ -201,6 +212,7 @@ class Watermark:
             self.history = [(now, max(0, top - SLACK))]
         rows = await conn.fetch(CHANGED, self.since(now))
         keys = {r["kid"]: Key(bytes(r["public_key"]), r["key_status"]) for r in await conn.fetch(KEYS)}
+        await self.cache.notices.refresh(conn)
         self.cache.changed(rows)
         self.cache.keys = keys
         if rows:

@@ -2,8 +2,9 @@
 that could carry an owner's or a staff member's personal data, so none can leak through it.
 
 The structs mirror the documents that sql/queries/profiles.sql builds into `shop_profile` and
-get_full_profile composes: `citizen_doc` -> CitizenShop, `merchant_doc` (the citizen's with
-`private_doc` over it) -> MerchantShop, `full_doc` (that and the risk) -> InspectorShop.
+get_full_profile composes: `citizen_doc` -> CitizenRecord, `merchant_doc` (the citizen's with
+`private_doc` over it) -> MerchantShop, `full_doc` (that and the risk) -> InspectorShop. Notices
+are not in any document: each view joins them when it is made (notices.py).
 """
 
 from __future__ import annotations
@@ -106,12 +107,18 @@ class ShopBasics(Struct, frozen=True):
     freshness: dict[str, datetime.datetime]
 
 
-class CitizenShop(ShopBasics, frozen=True):
-    """Anyone who scans the sticker."""
+class CitizenRecord(ShopBasics, frozen=True):
+    """What the profile keeps for anyone who scans the sticker (the stored answers are made of it)."""
 
     licences: list[Licence]
     inspections: list[Inspection]
-    notices: list[Notice]
+
+
+class CitizenShop(CitizenRecord, frozen=True):
+    """Anyone who scans the sticker: the record, and the newest notices sent to the shop's whole
+    trade and area, joined when the view is made (notices.py), never stored in the profile."""
+
+    notices: list[Notice] = []
 
 
 class FullLicence(Struct, frozen=True):

@@ -11,6 +11,7 @@ from litestar.testing import AsyncTestClient
 from merchant_code import profiles
 from tests import factories
 from tests import world as w
+from tests.watermark import caught_up
 
 
 async def district(conn: asyncpg.Connection) -> dict[str, tuple[int, str]]:
@@ -89,10 +90,12 @@ async def test_one_shop_public_profile_with_caching_headers(
     world = await w.build(conn, client)
     async with conn.transaction():
         await profiles.rebuild(conn, [world.shop_a_id])
+    await caught_up(client.app)  # the worker knows the world's notice (joined to the answer)
     response = await client.get(f"/api/v1/shops/{world.shop_a}")
     assert response.status_code == 200
     body = response.json()
     assert body["code"] == world.shop_a and "freshness" in body and body["profile_version"] >= 1
+    assert [n["title"] for n in body["notices"]] == ["夏季食品安全"]
     assert not [v for v in w.PII.values() if v in response.text]
     etag, modified = response.headers["etag"], response.headers["last-modified"]
     assert (

@@ -77,7 +77,7 @@ class Changes(msgspec.Struct, frozen=True):
     next_since: int
 
 
-class PublicProfile(CitizenShop, frozen=True):
+class PublicProfile(CitizenShop, frozen=True, kw_only=True):
     """One shop's public document, as `shop` sends it (pre-encoded, so only documented here)."""
 
     profile_version: int
@@ -215,9 +215,16 @@ async def shop(
     if row is None:
         raise NotFound("no shop has this code")
     doc = dict(row["citizen_doc"])
+    # the newest notices sent to the shop's whole trade and area: joined now, not stored
+    trade_notices = request.app.state.profile_cache.notices
+    if not trade_notices.loaded:
+        await trade_notices.refresh(conn)
+    joined = trade_notices.joined(row["audience"]).notices
+    doc["notices"] = joined
     doc["profile_version"] = row["version"]
     doc["profile_updated_at"] = row["rebuilt_at"]
-    return _cached(request, msgspec.json.encode(doc), row["rebuilt_at"])
+    modified = max([row["rebuilt_at"], *(n.sent_at for n in joined if n.sent_at is not None)])
+    return _cached(request, msgspec.json.encode(doc), modified)
 
 
 @get(

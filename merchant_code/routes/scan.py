@@ -25,7 +25,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response.base import ASGIResponse
 from litestar.types import Scope, Send
 
-from merchant_code import access, audit, auth, db, db_health, genuine, masking, rendering
+from merchant_code import access, audit, auth, db, db_health, genuine, masking, notices, rendering
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import DomainError, InvalidInput, NotFound, Unreachable
 from merchant_code.profile_cache import Entry, Kind
@@ -116,15 +116,17 @@ class Scanned(NamedTuple):
     sticker: genuine.Status
     code: str
     as_of: datetime.datetime | None = None  # set when the database could not confirm it
+    joined: notices.Joined = notices.NONE  # the trade's notices, spliced in when served
 
 
 def citizen_parts(scanned: Scanned, if_none_match: str | None) -> tuple[int, dict[str, str], bytes]:
-    """The stored answer with the sticker's status spliced in, and an ETag of its version and
-    that status (304 when the caller has it): status, headers and body, for the handler and the
-    hot path alike."""
-    entry, kind, sticker, code, as_of = scanned
-    # a key retired or revoked changes the answer without moving the profile's version
-    etag = f'W/"{entry.version}-{kind}-{sticker}"'
+    """The stored answer with the sticker's status and the trade's notices spliced in, and an
+    ETag of its version, those notices and that status (304 when the caller has it): status,
+    headers and body, for the handler and the hot path alike."""
+    entry, kind, sticker, code, as_of, joined = scanned
+    # a key retired or revoked, or a notice sent to the trade, changes the answer without moving
+    # the profile's version
+    etag = f'W/"{entry.version}.{joined.tag}-{kind}-{sticker}"'
     headers = {"ETag": etag, "Vary": VARY, "Cache-Control": "no-cache"}
     if as_of is not None:
         del headers["ETag"]
@@ -132,9 +134,8 @@ def citizen_parts(scanned: Scanned, if_none_match: str | None) -> tuple[int, dic
         headers["X-Data-As-Of"] = as_of.astimezone(datetime.UTC).isoformat()
     elif entry.status == 200 and if_none_match == etag:
         return 304, headers, b""
-    body = rendering.with_banner(entry.body, entry.cut, kind, sticker, code)
-    if as_of is not None:
-        body = rendering.with_as_of(body, entry.cut, kind, as_of)
+    piece = joined.piece(kind)
+    body = rendering.compose(entry.body, entry.cut, entry.ncut, kind, sticker, code, piece, as_of)
     return entry.status, headers, body
 
 
@@ -149,8 +150,10 @@ async def scanned_answer(
     state: Any, conn: asyncpg.Connection, code: str, kind: Kind, sent: genuine.Claim
 ) -> Scanned:
     """The stored answer and the sticker's status, from the one read (NotFound: no shop)."""
-    entry, key = await state.profile_cache.scan(conn, code, kind, sent.kid)
-    return Scanned(entry, kind, state.sticker_checker.status(code, sent, key), code)
+    cache = state.profile_cache
+    entry, key = await cache.scan(conn, code, kind, sent.kid)
+    joined = cache.notices.joined(entry.audience)
+    return Scanned(entry, kind, state.sticker_checker.status(code, sent, key), code, None, joined)
 
 
 async def citizen_scan(state: Any, code: str, kind: Kind, sent: genuine.Claim) -> Scanned:
@@ -174,7 +177,8 @@ async def citizen_scan(state: Any, code: str, kind: Kind, sent: genuine.Claim) -
         if got is None:
             got, as_of = cache.stale(code, kind, sent.kid), cache.as_of
     entry, key = got
-    return Scanned(entry, kind, state.sticker_checker.status(code, sent, key), code, as_of)
+    joined = cache.notices.joined(entry.audience)
+    return Scanned(entry, kind, state.sticker_checker.status(code, sent, key), code, as_of, joined)
 
 
 def kind_of(accept: str, en: bool) -> Kind:
@@ -249,7 +253,7 @@ def citizen_preview(
 ) -> ASGIResponse:
     """A signed-in owner's or inspector's preview of the citizen view: rendered now, since it
     carries a way back to their own view."""
-    shop = msgspec.convert(doc, CitizenShop)
+    shop = msgspec.convert({**doc, "notices": scanned.joined.notices}, CitizenShop)
     if wants_json(request):
         return reply(
             json_with_sticker(shop, scanned),
@@ -349,11 +353,10 @@ async def _signed_in(
     assert row is not None
     shop: MerchantShop | InspectorShop
     if chosen == "merchant":
-        shop = msgspec.convert(row["merchant_doc"], MerchantShop)
+        shop = msgspec.convert(await notices.with_own(conn, row, "merchant_doc"), MerchantShop)
     else:
-        shop = await reveal_or_mask(
-            conn, principal, inspector_view(row["full_doc"]), access.request_id_of(request)
-        )
+        doc = await notices.with_own(conn, row, "full_doc")
+        shop = await reveal_or_mask(conn, principal, inspector_view(doc), access.request_id_of(request))
     headers = {"Vary": VARY, "Cache-Control": "private, no-store"}
     if wants_json(request):
         return reply(json_with_sticker(shop, scanned), "application/json", headers)

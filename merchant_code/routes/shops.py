@@ -12,7 +12,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from merchant_code import access, auth, db, records
+from merchant_code import access, auth, db, notices, records
 from merchant_code.codes import parse_shop_code
 from merchant_code.errors import NotFound
 from merchant_code.profile_cache import full_profile
@@ -44,7 +44,7 @@ async def my_shop(
     row = await full_profile(conn, state.profile_cache, parse_shop_code(code))
     if row["shop_id"] not in principal.shop_ids:
         raise NotFound("no such shop")
-    return msgspec.convert(row["merchant_doc"], MerchantShop)
+    return msgspec.convert(await notices.with_own(conn, row, "merchant_doc"), MerchantShop)
 
 
 class Changed(msgspec.Struct, frozen=True):
@@ -95,6 +95,5 @@ async def inspect_shop(
     unmasked read is audited."""
     row = await full_profile(conn, state.profile_cache, parse_shop_code(code))
     access.require_shop(principal, -1, row["area_path"])
-    return await reveal_or_mask(
-        conn, principal, inspector_view(row["full_doc"]), access.request_id_of(request)
-    )
+    doc = await notices.with_own(conn, row, "full_doc")
+    return await reveal_or_mask(conn, principal, inspector_view(doc), access.request_id_of(request))

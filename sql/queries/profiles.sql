@@ -2,7 +2,8 @@
 -- One statement for any number of shops: every part of the portrait is aggregated per shop from
 -- its own table (each read by its shop_id index), then the citizen document and the private parts
 -- (which the merchant's and the inspector's documents lay over it when read) are built and
--- upserted with the version raised. Returns how many profiles were written.
+-- upserted with the version raised. Returns how many profiles were written. Notices are not part
+-- of it: the views join them when they are made (notices.py, migration 0037).
 WITH s AS (
     SELECT s.id, s.code, s.uscc, s.name, s.name_en, s.trade, t.name AS trade_name, t.name_en AS trade_name_en,
            t.food, a.code AS area_code, a.name AS area_name, a.path AS area_path, s.address, s.lat, s.lon,
@@ -138,15 +139,6 @@ cas AS (
            max(x.updated_at) AS fresh
     FROM case_file x WHERE x.shop_id = ANY(:ids::bigint[]) GROUP BY x.shop_id
 ),
-notes AS (
-    SELECT d.shop_id,
-           jsonb_agg(jsonb_build_object('id', p.public_id, 'title', p.title, 'kind', p.kind,
-                     'sent_at', d.delivered_at, 'read', d.read_at IS NOT NULL) ORDER BY d.id DESC) AS items,
-           max(d.created_at) AS fresh
-    FROM delivery d JOIN policy p ON p.id = d.policy_id
-    WHERE d.shop_id = ANY(:ids::bigint[]) AND d.channel = 'inbox'
-    GROUP BY d.shop_id
-),
 risk AS (
     SELECT s.id AS shop_id, r.reasons,
            least(100, coalesce((SELECT sum((x->>'points')::int) FROM jsonb_array_elements(r.reasons) x), 0))
@@ -215,12 +207,10 @@ docs AS MATERIALIZED (
                'open_cases', coalesce(cas.open_count, 0),
                'staff_count', coalesce(stf.headcount, 0),
                'staff_certified', coalesce(stf.certified, 0),
-               'notices', coalesce((SELECT jsonb_agg(x - 'read') FROM jsonb_array_elements(notes.items)
-                                    WITH ORDINALITY AS e(x, n) WHERE e.n <= 3), '[]'),
                'freshness', jsonb_strip_nulls(jsonb_build_object(
                    'shop', s.updated_at, 'licences', lic_sub.fresh, 'inspections', insp.fresh,
                    'reviews', rev.fresh, 'sentiment', sen.fresh, 'honours', hon.fresh,
-                   'staff', stf.fresh, 'cases', cas.fresh, 'notices', notes.fresh))
+                   'staff', stf.fresh, 'cases', cas.fresh))
            ) AS citizen,
            jsonb_build_object(
                'uscc', s.uscc, 'area_code', s.area_code,
@@ -230,8 +220,7 @@ docs AS MATERIALIZED (
                'honour_submissions', coalesce(hon.submissions, '[]'),
                'inspections', coalesce(insp.recent, '[]'),
                'staff', coalesce(stf.people, '[]'),
-               'cases', coalesce(cas.open_list, '[]'),
-               'notices', coalesce(notes.items, '[]')
+               'cases', coalesce(cas.open_list, '[]')
            ) AS private
     FROM s
     LEFT JOIN lic ON lic.shop_id = s.id
@@ -242,7 +231,6 @@ docs AS MATERIALIZED (
     LEFT JOIN hon ON hon.shop_id = s.id
     LEFT JOIN stf ON stf.shop_id = s.id
     LEFT JOIN cas ON cas.shop_id = s.id
-    LEFT JOIN notes ON notes.shop_id = s.id
     JOIN risk ON risk.shop_id = s.id
 ),
 written AS (
@@ -288,20 +276,54 @@ DELETE FROM profile_dirty WHERE shop_id = ANY(:ids::bigint[]);
 -- name: get_full_profile(code)^
 -- For a signed-in person: the documents they might be allowed, with what the access check needs.
 -- The merchant's is the citizen's with the private parts laid over it; the inspector's adds the risk.
-SELECT shop_id, version, area_path, citizen_doc, citizen_doc || private_doc AS merchant_doc,
-       citizen_doc || private_doc || jsonb_build_object('risk_score', risk_score, 'risk_reasons', risk_reasons)
-         AS full_doc
-FROM shop_profile WHERE code = :code;
+SELECT p.shop_id, p.version, p.area_path, p.citizen_doc, p.citizen_doc || p.private_doc AS merchant_doc,
+       p.citizen_doc || p.private_doc
+         || jsonb_build_object('risk_score', p.risk_score, 'risk_reasons', p.risk_reasons) AS full_doc,
+       CASE WHEN s.status <> 'closed' THEN s.trade || ' ' || s.area_id END AS audience
+FROM shop_profile p JOIN shop s ON s.id = p.shop_id WHERE p.code = :code;
 
 -- name: get_shop_id_by_code(code)$
 SELECT id FROM shop WHERE code = :code;
 
 -- name: list_citizen_docs(ids)
-SELECT shop_id, code, version, citizen_doc::text AS doc FROM shop_profile WHERE shop_id = ANY(:ids::bigint[]);
+-- with whom the shop's notices are for (notices.py): none for a closed shop
+SELECT p.shop_id, p.code, p.version, p.citizen_doc::text AS doc,
+       CASE WHEN s.status <> 'closed' THEN s.trade || ' ' || s.area_id END AS audience
+FROM shop_profile p JOIN shop s ON s.id = p.shop_id
+WHERE p.shop_id = ANY(:ids::bigint[]);
 
--- name: store_citizen_answers(codes, kinds, shop_ids, versions, statuses, bodies)!
-INSERT INTO citizen_answer AS a (code, kind, shop_id, version, status, body)
+-- name: store_citizen_answers(codes, kinds, shop_ids, versions, statuses, bodies, audiences)!
+INSERT INTO citizen_answer AS a (code, kind, shop_id, version, status, body, audience)
 SELECT * FROM unnest(:codes::text[], :kinds::text[], :shop_ids::bigint[], :versions::bigint[],
-                     :statuses::int2[], :bodies::bytea[])
+                     :statuses::int2[], :bodies::bytea[], :audiences::text[])
 ON CONFLICT (code, kind) DO UPDATE SET
-    shop_id = excluded.shop_id, version = excluded.version, status = excluded.status, body = excluded.body;
+    shop_id = excluded.shop_id, version = excluded.version, status = excluded.status, body = excluded.body,
+    audience = excluded.audience;
+
+-- name: list_trade_notices()
+-- The notices a whole trade and area were sent (a policy or its correction, with no filter
+-- narrowing it to some shops), newest first, each with every area it reaches (its areas and all
+-- below them, as policy_audience): what the citizen's views join to a shop (notices.py).
+SELECT p.public_id::text AS id, p.title, p.kind, p.last_sent_at AS sent_at, p.trades,
+       ARRAY(SELECT DISTINCT below.id FROM area top JOIN area below
+               ON below.path = top.path OR below.path LIKE top.path || '.%'
+             WHERE top.id = ANY(p.area_ids)) AS area_ids
+FROM policy p
+WHERE p.kind IN ('policy', 'correction') AND p.filters = '{}' AND p.last_sent_at IS NOT NULL
+  AND p.status <> 'cancelled'
+ORDER BY p.last_sent_at DESC, p.id DESC;
+
+-- name: trade_notices_mark()$
+-- Moves whenever a policy is sent, corrected or cancelled, or an area is added: a worker reads
+-- the notices again only when it moved.
+SELECT (SELECT count(*) || ' ' || coalesce(max(updated_at)::text, '') FROM policy)
+       || ' ' || (SELECT count(*) FROM area);
+
+-- name: list_shop_notices(shop_id, limit)
+-- The owner's and the inspector's views: what this shop's inbox received, newest first, and
+-- whether it has been read.
+SELECT p.public_id::text AS id, p.title, p.kind, d.delivered_at AS sent_at, d.read_at IS NOT NULL AS read
+FROM delivery d JOIN policy p ON p.id = d.policy_id
+WHERE d.shop_id = :shop_id AND d.channel = 'inbox' AND d.status = 'delivered'
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT :limit;

@@ -133,7 +133,10 @@ SELECT id FROM area WHERE path = :path OR path LIKE :path || '.%';
 SELECT path FROM area WHERE code = :code;
 
 -- name: get_public_profile(code)^
-SELECT p.citizen_doc, p.version, p.rebuilt_at, p.change_seq FROM shop_profile p WHERE p.code = :code;
+-- with whom the shop's notices are for (notices.py): none for a closed shop
+SELECT p.citizen_doc, p.version, p.rebuilt_at, p.change_seq,
+       CASE WHEN s.status <> 'closed' THEN s.trade || ' ' || s.area_id END AS audience
+FROM shop_profile p JOIN shop s ON s.id = p.shop_id WHERE p.code = :code;
 
 -- name: list_profile_changes(since, limit)
 -- Profiles written after the cursor, in the order they were written; the public document of each.

@@ -1,0 +1,146 @@
+"""Notices are joined to a shop's views when they are made, not copied into its profile: a push to
+a whole trade rewrites no profile, yet every citizen view of the trade in the area shows it (page,
+JSON, public API) within a watermark poll, with a new ETag; reminders and narrowed policies stay in
+the owner's view, with their read state, and reading one changes no profile either."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import asyncpg
+from litestar.testing import AsyncTestClient
+
+from merchant_code import auth, policies, profiles, rendering
+from tests import factories
+from tests import world as w
+from tests.test_policies import TZ, district, manager
+from tests.watermark import caught_up
+
+JSON = {"accept": "application/json"}
+
+
+async def versions(conn: asyncpg.Connection) -> dict[int, int]:
+    return dict(await conn.fetch("SELECT shop_id, version FROM shop_profile"))
+
+
+async def codes(conn: asyncpg.Connection, shops: dict[str, int]) -> dict[str, str]:
+    rows = await conn.fetch("SELECT id, code FROM shop WHERE id = ANY($1::bigint[])", list(shops.values()))
+    by_id = {r["id"]: r["code"] for r in rows}
+    return {name: by_id[shop_id] for name, shop_id in shops.items()}
+
+
+async def push(conn: asyncpg.Connection, title: str, area: str, trades: list[str], **more: Any) -> str:
+    login = f"manager{await conn.fetchval('SELECT count(*) FROM account')}"
+    me = manager(account_id=await factories.account(conn, login, "manager", area_code="310199"))
+    public_id = await policies.create(
+        conn,
+        me,
+        policies.PolicyIn(title=title, body_md="正文", area_codes=[area], trades=trades, **more),
+        tz=TZ,
+    )
+    await policies.send_due(conn, TZ)
+    await policies.deliver_inbox(conn)
+    return public_id
+
+
+async def test_a_push_to_a_whole_trade_rewrites_no_profile_and_every_citizen_view_shows_it(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    shops = await district(conn)
+    code = await codes(conn, shops)
+    await profiles.drain(conn)
+    before = await client.get(f"/s/{code['cat1']}", headers=JSON)
+    assert before.json()["notices"] == []
+    etag = before.headers["etag"]
+    written = await versions(conn)
+
+    await push(conn, "夏季食品安全检查", "310199001", ["catering"])
+
+    assert await conn.fetchval("SELECT count(*) FROM delivery WHERE status = 'delivered'") == 3
+    assert await conn.fetchval("SELECT count(*) FROM profile_dirty") == 0  # nothing to rebuild
+    assert await versions(conn) == written
+    await caught_up(client.app)
+    for name in ("cat1", "cat_grid", "cat_suspended"):  # the trade in the area and below it
+        body = (await client.get(f"/s/{code[name]}", headers=JSON)).json()
+        assert [n["title"] for n in body["notices"]] == ["夏季食品安全检查"], name
+        assert body["sticker"]["status"] == "unsigned" and body["code"] == code[name]  # still whole
+        zh = (await client.get(f"/s/{code[name]}")).text
+        assert "行业通知" in zh and "夏季食品安全检查" in zh and "<!--notices-->" not in zh
+        assert "Notices for this trade" in (await client.get(f"/s/{code[name]}?lang=en")).text
+    for name in ("retail1", "cat2", "cat_closed"):  # another trade, another area, a closed shop
+        body = (await client.get(f"/s/{code[name]}", headers=JSON)).json()
+        assert body["notices"] == [], name
+        assert "夏季食品安全检查" not in (await client.get(f"/s/{code[name]}")).text
+
+    # a browser that had the page before the push is sent it again, then told it has it
+    again = await client.get(f"/s/{code['cat1']}", headers={**JSON, "if-none-match": etag})
+    assert again.status_code == 200 and again.headers["etag"] != etag
+    same = await client.get(f"/s/{code['cat1']}", headers={**JSON, "if-none-match": again.headers["etag"]})
+    assert same.status_code == 304
+
+    public = (await client.get(f"/api/v1/shops/{code['cat_grid']}")).json()
+    assert [n["title"] for n in public["notices"]] == ["夏季食品安全检查"]
+    assert (await client.get(f"/api/v1/shops/{code['retail1']}")).json()["notices"] == []
+
+    # the newest three, newest first, as before
+    for title in ("二", "三", "四"):
+        await push(conn, f"通知{title}", "310199", [])
+    await caught_up(client.app)
+    body = (await client.get(f"/s/{code['cat1']}", headers=JSON)).json()
+    assert [n["title"] for n in body["notices"]] == ["通知四", "通知三", "通知二"]
+    assert await versions(conn) == written
+
+
+async def test_reminders_and_narrowed_policies_stay_in_the_owners_view_with_their_read_state(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, today: datetime.date
+) -> None:
+    shops = await district(conn)
+    code = await codes(conn, shops)
+    await factories.account(conn, "owner1", "merchant", shop_ids=(shops["cat1"],))
+    owner = {**JSON, "authorization": f"Bearer {await w.log_in(client, 'owner1')}"}
+    await factories.licence(conn, shops["cat1"], valid_to=today + datetime.timedelta(days=5))
+    await profiles.drain(conn)
+    written = await versions(conn)
+
+    assert await policies.remind(conn, today) == 1
+    await push(
+        conn,
+        "即将到期证照自查",
+        "310199001",
+        ["catering"],
+        filters=policies.Filters(licence_expires_within_days=30),
+    )
+    await push(conn, "行业大会", "310199001", ["catering"])
+    assert await conn.fetchval("SELECT count(*) FROM profile_dirty") == 0
+    assert await versions(conn) == written
+    await caught_up(client.app)
+
+    citizen = (await client.get(f"/s/{code['cat1']}", headers=JSON)).json()
+    assert [n["title"] for n in citizen["notices"]] == ["行业大会"]  # no reminder, no narrowed policy
+    mine = (await client.get(f"/s/{code['cat1']}", headers=owner)).json()
+    assert len(mine["notices"]) == 3 and not any(n["read"] for n in mine["notices"])
+    assert {n["kind"] for n in mine["notices"]} == {"policy", "reminder"}
+    assert [n["title"] for n in mine["notices"]][:2] == ["行业大会", "即将到期证照自查"]
+
+    merchant = auth.Principal(
+        account_id=1, login="owner1", role="merchant", session_id="s", shop_ids=(shops["cat1"],)
+    )
+    item = (await policies.inbox(conn, merchant)).items[0]
+    await policies.read_item(conn, merchant, item.id)
+    mine = (await client.get(f"/s/{code['cat1']}", headers=owner)).json()
+    assert [n["read"] for n in mine["notices"]] == [True, False, False]
+    assert await versions(conn) == written  # reading changes no profile
+
+
+def test_an_answer_stored_with_its_notices_is_served_as_it_is() -> None:
+    """Answers rendered before migration 0037 carry their notices until their rebuild: nothing is
+    joined to them a second time."""
+    old = b'{"code":"X","notices":[{"title":"old"}]}'
+    cut = rendering.banner_cut("json", old)
+    assert rendering.notices_cut("json", old, cut) == -1
+    served = rendering.compose(old, cut, -1, "json", "unsigned", "X", b',"notices":[]')
+    assert served.count(b'"notices"') == 1 and b'"sticker"' in served
+    page = b"<html><body><main><h1>x</h1><section>old notices</section></main></body></html>"
+    cut = rendering.banner_cut("zh", page)
+    assert rendering.notices_cut("zh", page, cut) == -1
