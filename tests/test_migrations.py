@@ -128,7 +128,8 @@ async def test_profiles_stored_whole_read_the_same_once_only_their_private_parts
     empty_db_url: str,
 ) -> None:
     """0023 keeps the private parts of the stored merchant document; the merchant's and the
-    inspector's documents then read exactly as they were stored."""
+    inspector's documents then read exactly as they were stored (but for the notices, which 0038
+    takes out)."""
     files = migrate.load()
     before = [m for m in files if m.name < "0023"]
     conn = await db.connect(empty_db_url)
@@ -152,7 +153,9 @@ async def test_profiles_stored_whole_read_the_same_once_only_their_private_parts
         )
         assert await migrate.migrate(conn) == [m.name for m in files if m.name >= "0023"]
         row = await db.queries.get_full_profile(conn, code=code)
-        assert (row["citizen_doc"], row["merchant_doc"], row["full_doc"]) == (citizen, merchant, full)
+        # as stored, less the copied notices (0038: the views join them when they are made)
+        unstored = tuple({k: v for k, v in d.items() if k != "notices"} for d in (citizen, merchant, full))
+        assert (row["citizen_doc"], row["merchant_doc"], row["full_doc"]) == unstored
     finally:
         await conn.close()
 

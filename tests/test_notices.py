@@ -5,14 +5,16 @@ the owner's view, with their read state, and reading one changes no profile eith
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import asyncpg
 from litestar.testing import AsyncTestClient
 
-from merchant_code import auth, policies, profiles, rendering
-from tests import factories
+from merchant_code import auth, db, db_health, notices, policies, profiles, rendering
+from tests import factories, waiting
 from tests import world as w
 from tests.test_policies import TZ, district, manager
 from tests.watermark import caught_up
@@ -144,3 +146,112 @@ def test_an_answer_stored_with_its_notices_is_served_as_it_is() -> None:
     page = b"<html><body><main><h1>x</h1><section>old notices</section></main></body></html>"
     cut = rendering.banner_cut("zh", page)
     assert rendering.notices_cut("zh", page, cut) == -1
+
+
+async def test_a_send_that_commits_after_another_policy_changed_still_reaches_citizens(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection, db_url: str
+) -> None:
+    """A send is one long transaction (its audience, then the policy marked sent). Another
+    policy that changes meanwhile must not hide it: the workers' mark moves in commit order."""
+    shops = await district(conn)
+    code = await codes(conn, shops)
+    login = "manager-race"
+    me = manager(account_id=await factories.account(conn, login, "manager", area_code="310199"))
+    data = policies.PolicyIn(
+        title="慢慢发送的通知", body_md="正文", area_codes=["310199"], trades=["catering"]
+    )
+    await policies.create(conn, me, data, tz=TZ)
+    sender = await db.connect(db_url)
+    other = await db.connect(db_url)
+    try:
+        sending = sender.transaction()
+        await sending.start()
+        assert await policies.send_due(sender, TZ) > 0  # sent, not yet committed
+        later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=30)
+        draft = policies.PolicyIn(title="草稿", body_md="正文", area_codes=["310199"], send_at=later)
+        editing = asyncio.create_task(policies.create(other, me, draft, tz=TZ))
+
+        async def committed_or_waiting() -> bool:
+            if editing.done():
+                return True
+            waiting_on = await conn.fetchval(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", other.get_server_pid()
+            )
+            return bool(waiting_on == "Lock")
+
+        await waiting.until(committed_or_waiting, 10, "the other policy's write to commit or wait")
+        await caught_up(client.app)  # a poll between the two
+        await sending.commit()
+        await editing
+        await caught_up(client.app)
+    finally:
+        await sender.close()
+        await other.close()
+    body = (await client.get(f"/s/{code['cat1']}", headers=JSON)).json()
+    assert [n["title"] for n in body["notices"]] == ["慢慢发送的通知"]
+
+
+async def test_a_notice_sent_again_or_withdrawn_moves_the_etag_and_last_modified(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    shops = await district(conn)
+    code = await codes(conn, shops)
+    public_id = await push(conn, "每月例行通知", "310199001", ["catering"])
+    await caught_up(client.app)
+    first = await client.get(f"/s/{code['cat1']}", headers=JSON)
+    api = await client.get(f"/api/v1/shops/{code['cat1']}")
+    assert [n["title"] for n in api.json()["notices"]] == ["每月例行通知"]
+
+    # the same policy's next occurrence: the same id, sent later
+    await conn.execute(
+        "UPDATE policy SET last_sent_at = last_sent_at + interval '30 days' WHERE public_id::text = $1",
+        public_id,
+    )
+    await caught_up(client.app)
+    again = await client.get(f"/s/{code['cat1']}", headers={**JSON, "if-none-match": first.headers["etag"]})
+    assert again.status_code == 200 and again.headers["etag"] != first.headers["etag"]
+    assert again.json()["notices"][0]["sent_at"] != first.json()["notices"][0]["sent_at"]
+
+    # Last-Modified counts whole seconds: the withdrawal comes in a later one than the answer
+    answered = parsedate_to_datetime(api.headers["last-modified"])
+
+    async def a_second_later() -> bool:
+        return datetime.datetime.now(datetime.UTC).replace(microsecond=0) > answered
+
+    await waiting.until(a_second_later, 5, "the clock to pass the answer's second")
+    await conn.execute("UPDATE policy SET status = 'cancelled' WHERE public_id::text = $1", public_id)
+    await caught_up(client.app)
+    assert (await client.get(f"/s/{code['cat1']}", headers=JSON)).json()["notices"] == []
+    since = await client.get(
+        f"/api/v1/shops/{code['cat1']}", headers={"if-modified-since": api.headers["last-modified"]}
+    )
+    assert since.status_code == 200 and since.json()["notices"] == []
+
+
+async def test_a_city_of_areas_and_years_of_notices_keeps_the_watermark_polling(
+    client: AsyncTestClient[Any], conn: asyncpg.Connection
+) -> None:
+    """Thousands of areas and of city-wide notices: each worker keeps the newest KEPT, matched by
+    path, and its polls go on confirming the cache (none taken for an outage)."""
+    shops = await district(conn)
+    code = await codes(conn, shops)
+    root = await conn.fetchval("SELECT id FROM area WHERE code = '310199'")
+    await conn.execute(
+        "INSERT INTO area (parent_id, level, code, path, name)"
+        " SELECT $1, 'grid', '3101999' || lpad(g::text, 5, '0'), '310199.3101999' || lpad(g::text, 5, '0'),"
+        " '网格' || g FROM generate_series(1, 3000) g",
+        root,
+    )
+    await conn.execute(
+        "INSERT INTO policy (title, body_md, trades, area_ids, status, last_sent_at)"
+        " SELECT '通知' || g, '正文', '{}', ARRAY[$1::bigint], 'sent', now() - g * interval '1 hour'"
+        " FROM generate_series(1, $2::int) g",
+        root,
+        notices.KEPT + 500,
+    )
+    await caught_up(client.app)
+    await caught_up(client.app)
+    trade_notices = client.app.state.profile_cache.notices
+    assert len(trade_notices.sent) == notices.KEPT and not db_health.state.down
+    body = (await client.get(f"/s/{code['cat_grid']}", headers=JSON)).json()
+    assert [n["title"] for n in body["notices"]] == ["通知1", "通知2", "通知3"]

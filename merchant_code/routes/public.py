@@ -223,7 +223,8 @@ async def shop(
     doc["notices"] = joined
     doc["profile_version"] = row["version"]
     doc["profile_updated_at"] = row["rebuilt_at"]
-    modified = max([row["rebuilt_at"], *(n.sent_at for n in joined if n.sent_at is not None)])
+    # the notices may have changed (one sent, one withdrawn) without the profile: modified then
+    modified = max(row["rebuilt_at"], trade_notices.changed_at or row["rebuilt_at"])
     return _cached(request, msgspec.json.encode(doc), modified)
 
 

@@ -300,24 +300,26 @@ ON CONFLICT (code, kind) DO UPDATE SET
     shop_id = excluded.shop_id, version = excluded.version, status = excluded.status, body = excluded.body,
     audience = excluded.audience;
 
--- name: list_trade_notices()
--- The notices a whole trade and area were sent (a policy or its correction, with no filter
--- narrowing it to some shops), newest first, each with every area it reaches (its areas and all
--- below them, as policy_audience): what the citizen's views join to a shop (notices.py).
+-- name: list_trade_notices(kept)
+-- The newest `kept` notices sent to a whole trade and area (a policy or its correction with no
+-- filter narrowing it to some shops; not one cancelled, nor the correction of one), newest first,
+-- each with the paths of its areas: what the citizen's views join to a shop (notices.py).
 SELECT p.public_id::text AS id, p.title, p.kind, p.last_sent_at AS sent_at, p.trades,
-       ARRAY(SELECT DISTINCT below.id FROM area top JOIN area below
-               ON below.path = top.path OR below.path LIKE top.path || '.%'
-             WHERE top.id = ANY(p.area_ids)) AS area_ids
+       ARRAY(SELECT a.path FROM area a WHERE a.id = ANY(p.area_ids)) AS paths
 FROM policy p
 WHERE p.kind IN ('policy', 'correction') AND p.filters = '{}' AND p.last_sent_at IS NOT NULL
   AND p.status <> 'cancelled'
-ORDER BY p.last_sent_at DESC, p.id DESC;
+  AND NOT EXISTS (SELECT 1 FROM policy c WHERE c.id = p.corrects_policy_id AND c.status = 'cancelled')
+ORDER BY p.last_sent_at DESC, p.id DESC
+LIMIT :kept;
 
--- name: trade_notices_mark()$
--- Moves whenever a policy is sent, corrected or cancelled, or an area is added: a worker reads
--- the notices again only when it moved.
-SELECT (SELECT count(*) || ' ' || coalesce(max(updated_at)::text, '') FROM policy)
-       || ' ' || (SELECT count(*) FROM area);
+-- name: list_area_paths()
+SELECT id, path FROM area;
+
+-- name: get_notices_mark()^
+-- Moves, in commit order, with every change to a policy or an area (migration 0038): a worker
+-- reads the notices again only when it moved.
+SELECT n, changed_at FROM notices_mark;
 
 -- name: list_shop_notices(shop_id, limit)
 -- The owner's and the inspector's views: what this shop's inbox received, newest first, and
