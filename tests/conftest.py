@@ -58,12 +58,23 @@ async def _admin(url: str, *statements: str) -> None:
         await conn.close()
 
 
+APP_ROLE = """
+DO $$ BEGIN
+    CREATE ROLE merchant_code_app NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END $$"""
+
+
 @pytest.fixture(scope="session")
 def template_db(server_url: str) -> Iterator[str]:
     """A database with every migration applied, copied for each test."""
     name = f"mc_template_{os.getpid()}"
 
     async def build() -> None:
+        # roles belong to the whole server, which the xdist workers share: two workers' migration
+        # 0006 would both see no app role and both create it (one then fails, and every test of
+        # that worker with it); the role is made once here, whoever comes first
+        await _admin(server_url, APP_ROLE)
         await _admin(server_url, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
         conn = await asyncpg.connect(with_database(server_url, name))
         try:
